@@ -1,0 +1,30 @@
+"""Install vicrop_ros: the Python package, its share/ files and its console scripts."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = 'vicrop_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    packages=find_packages(exclude=['test']),
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
+        ('share/' + package_name, ['package.xml']),
+        ('share/' + package_name + '/launch', glob('launch/*.launch.py')),
+        ('share/' + package_name + '/config', glob('config/*.yaml') + glob('config/*.xml')),
+    ],
+    install_requires=['setuptools'],
+    zip_safe=False,
+    maintainer='vicrop_ros maintainers',
+    maintainer_email='maintainers@vicrop-ros.dev',
+    description='ViCrop perception node: questions about small visual details in camera images.',
+    license='Apache-2.0',
+    entry_points={
+        'console_scripts': [
+            'vicrop = vicrop_ros.cli:main',
+        ],
+    },
+)
