@@ -1,0 +1,140 @@
+"""
+The ViCrop pipeline: (image, question, method) -> answer, crop box, saliency map, timings.
+
+It drives a :class:`VisionLanguageModel` (implemented in :mod:`vicrop_ros.models`) through the
+stages: importance map (per tile for large images), box search on the full-image grid, crop, and
+the final answer from the original image plus the crop. The model opens one
+:class:`PreparedImage` per image so that work on that image (encoding, and the shared
+[system + image] prefix of every prompt) is done once for the map and the answer.
+"""
+
+from collections.abc import Callable, Mapping
+import dataclasses
+from dataclasses import dataclass
+import time
+from typing import Protocol
+
+import numpy as np
+
+from .box import Box
+from .box_search import choose_box
+from .config import Method, VicropConfig
+from .geometry import crop, image_size, tile_boxes
+from .saliency import SaliencyMap, project_to_image
+
+
+class PreparedImage(Protocol):
+    """One image made ready for a model; passes over the same image share what it holds."""
+
+    def saliency(self, question: str, config: VicropConfig) -> SaliencyMap:
+        """Return the map of ``question`` by ``config.method``, extent in image pixels."""
+
+    def answer(self, question: str, crop: np.ndarray | None, config: VicropConfig) -> str:
+        """Answer ``question`` about the image, shown with ``crop`` (HWC) after it when given."""
+
+
+class VisionLanguageModel(Protocol):
+    """A multimodal LLM adapter as the pipeline needs it."""
+
+    name: str  # model id or path
+    input_size: int  # side of the model's (square-equivalent) input in pixels: the base box size
+
+    def prepare(self, image: np.ndarray) -> PreparedImage:
+        """Prepare ``image`` (HWC uint8 RGB) for saliency passes and answers."""
+
+
+@dataclass(frozen=True)
+class VicropResult:
+    """The outcome of one question."""
+
+    answer: str
+    method: Method
+    box: Box | None  # the crop, in source-image pixels; None for method NONE
+    score: float  # sharpness of the box (0.0: no box, or the whole image was chosen)
+    saliency: np.ndarray | None  # (rows, cols) map on a grid tiling the whole image; None: NONE
+    timings_ms: Mapping[str, float]  # 'saliency', 'crop', 'answer', 'total'
+
+
+def check_image(image: np.ndarray) -> None:
+    """Raise ValueError unless ``image`` is HWC uint8 RGB with at least one pixel."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        raise ValueError('the image must be a numpy uint8 array (HWC RGB)')
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f'the image must be HxWx3 with H, W >= 1, got shape {image.shape}')
+
+
+class Vicrop:
+    """
+    Answers questions about images with ViCrop on one model.
+
+    ``on_stage``, when given, is called with 'saliency', 'cropping' and 'answering' as each stage
+    starts (progress feedback).
+    """
+
+    def __init__(self, model: VisionLanguageModel, config: VicropConfig | None = None):
+        """Use ``model`` with ``config`` as the default settings of every question."""
+        self.model = model
+        self.config = config or VicropConfig()
+
+    def __call__(
+        self,
+        image: np.ndarray,
+        question: str,
+        on_stage: Callable[[str], None] | None = None,
+        **overrides,
+    ) -> VicropResult:
+        """
+        Answer ``question`` about ``image`` (HWC uint8 RGB).
+
+        ``overrides`` replace fields of the default config for this question (e.g. method='none').
+        Raises ValueError for a bad image, question or override.
+        """
+        config = dataclasses.replace(self.config, **overrides) if overrides else self.config
+        check_image(image)
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError('the question is empty')
+        notify = on_stage or (lambda stage: None)
+        start = time.perf_counter()
+        timings = {'saliency': 0.0, 'crop': 0.0}
+        prepared = self.model.prepare(image)
+        box, score, grid, crop_pixels = None, 0.0, None, None
+        if config.method is not Method.NONE:
+            notify('saliency')
+            grid = self._saliency(image, prepared, question, config)
+            timings['saliency'] = _ms_since(start)
+            notify('cropping')
+            crop_start = time.perf_counter()
+            choice = choose_box(
+                grid, image_size(image), config.base_size or self.model.input_size, config.scales
+            )
+            box, score = choice.box, choice.score
+            crop_pixels = crop(image, box)
+            timings['crop'] = _ms_since(crop_start)
+        notify('answering')
+        answer_start = time.perf_counter()
+        answer = prepared.answer(question, crop_pixels, config)
+        timings['answer'] = _ms_since(answer_start)
+        timings['total'] = _ms_since(start)
+        return VicropResult(answer, config.method, box, score, grid, timings)
+
+    def _saliency(
+        self, image: np.ndarray, prepared: PreparedImage, question: str, config: VicropConfig
+    ) -> np.ndarray:
+        """Return the map on the full-image grid; one map per tile for a large image."""
+        size = image_size(image)
+        tiles = tile_boxes(size, config.tile_threshold)
+        if len(tiles) == 1:
+            maps = [prepared.saliency(question, config)]
+        else:
+            maps = [
+                self.model.prepare(crop(image, tile))
+                .saliency(question, config)
+                .shifted(tile.x0, tile.y0)
+                for tile in tiles
+            ]
+        return project_to_image(maps, size)
+
+
+def _ms_since(start: float) -> float:
+    """Milliseconds since ``start`` (a time.perf_counter() value)."""
+    return (time.perf_counter() - start) * 1000.0
