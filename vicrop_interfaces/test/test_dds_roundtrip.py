@@ -7,7 +7,7 @@ import sys
 import threading
 
 from action_msgs.msg import GoalStatus
-from conftest import spin_until
+from dds_helpers import spin_until
 import pytest
 from rclpy.action import ActionClient, ActionServer
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor

@@ -9,18 +9,19 @@ from vicrop_ros.core.saliency import (
     gradient_weighted_attention,
     high_pass_mask,
     pixel_gradient_ratio,
-    relative_attention,
+    safe_ratio,
 )
 
 
-def test_relative_attention_is_finite_where_the_generic_map_is_zero():
-    question = torch.tensor([[0.2, 0.3, 0.5], [0.4, 0.1, 0.5]])
-    generic = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.5, 0.5]])
-    ratio = relative_attention(question, generic, epsilon=1e-3)
+def test_ratio_is_finite_where_the_denominator_is_zero():
+    question = torch.tensor([0.3, 0.2, 0.5])
+    generic = torch.tensor([0.0, 0.5, 0.5])
+    ratio = safe_ratio(question, generic, epsilon=1e-3)
     assert torch.isfinite(ratio).all()
     assert ratio[0] > ratio[1] and ratio[0] > ratio[2]  # zero generic attention -> largest ratio
     assert ratio[1] == pytest.approx(0.2 / (0.5 + 1e-3 * (1 / 3 + 1 / 3)), rel=1e-5)
-    assert torch.isfinite(relative_attention(question, torch.zeros(2, 3), 1e-3)).all()
+    assert torch.isfinite(safe_ratio(question, torch.zeros(3), 1e-3)).all()
+    assert (safe_ratio(torch.zeros(3), torch.zeros(3), 1e-3) == 0).all()
 
 
 def test_gradient_weighting_keeps_only_positive_gradients():

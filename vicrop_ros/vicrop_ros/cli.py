@@ -3,17 +3,29 @@
 
 Subcommands:
 
+* ``vicrop ask``: answer a question about an image file with ViCrop.
+* ``vicrop make-tiny-model``: write a tiny random model of a supported family (tests, demos).
 * ``vicrop info``: versions of the engine's libraries and the compute devices torch can use.
+
+Errors (missing file, unknown method, unsupported model) print ``vicrop: error: ...`` and exit 2.
 """
 
 import argparse
 import json
+from pathlib import Path
 import platform
 import sys
 
+METHODS = ('rel_att', 'grad_att', 'pure_grad', 'none')
+TINY_FAMILIES = ('llava', 'instructblip', 'qwen2_5_vl')
+
+
+class UsageError(Exception):
+    """A problem with the command's input, reported as ``vicrop: error: ...`` (exit 2)."""
+
 
 def _info(args: argparse.Namespace) -> int:
-    """Print library versions and available devices (a robot's first check that CUDA is usable)."""
+    """Print library versions and available devices (a robot's first check that CUDA works)."""
     import torch
     import transformers
 
@@ -38,10 +50,94 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_rgb(path: Path):
+    """Return the image file at ``path`` as HWC uint8 RGB."""
+    import cv2
+
+    if not path.is_file():
+        raise UsageError(f'image file not found: {path}')
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise UsageError(f'cannot decode image file: {path}')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _ask(args: argparse.Namespace) -> int:
+    """Answer one question about one image file and print the result."""
+    image = _read_rgb(Path(args.image))
+    from transformers.utils import logging as transformers_logging
+
+    from .core import Vicrop, VicropConfig
+    from .models.loader import load_model
+
+    transformers_logging.disable_progress_bar()
+
+    try:
+        config = VicropConfig(method=args.method, max_new_tokens=args.max_new_tokens)
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        result = Vicrop(model, config)(image, args.question)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.saliency_out:
+        import cv2
+
+        from .visualize import saliency_overlay
+
+        cv2.imwrite(args.saliency_out, saliency_overlay(image, result.saliency, result.box))
+    grid = list(result.maps[0].grid) if result.maps else None
+    report = {
+        'answer': result.answer,
+        'box': list(result.box.as_xyxy()) if result.box else None,
+        'score': result.score,
+        'grid': grid,
+        'method': result.method.value,
+        'model': args.model,
+        'image_size': [int(image.shape[1]), int(image.shape[0])],
+        'timings_ms': {stage: round(ms, 2) for stage, ms in result.timings_ms.items()},
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f'answer: {result.answer}')
+    print(f'method: {report["method"]}')
+    print(f'box (x0 y0 x1 y1): {report["box"]}  score: {result.score:.4g}')
+    print(f'grid (rows x cols): {"x".join(map(str, grid)) if grid else None}')
+    print('timings (ms): ' + ', '.join(f'{k} {v}' for k, v in report['timings_ms'].items()))
+    return 0
+
+
+def _make_tiny_model(args: argparse.Namespace) -> int:
+    """Write a tiny random model and print its directory."""
+    from .models.tiny import make_tiny_model
+
+    print(make_tiny_model(args.family, args.out, seed=args.seed))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``vicrop`` with one subparser per subcommand."""
-    parser = argparse.ArgumentParser(prog='vicrop', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='vicrop', description=__doc__.strip().splitlines()[0])
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
+
+    ask = commands.add_parser('ask', help='answer a question about an image file')
+    ask.add_argument('--model', required=True, help='Hugging Face id or directory')
+    ask.add_argument('--image', required=True, help='image file (PNG, JPEG, ...)')
+    ask.add_argument('--question', required=True)
+    ask.add_argument('--method', choices=METHODS, default='rel_att')
+    ask.add_argument(
+        '--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:N'"
+    )
+    ask.add_argument('--dtype', default='auto', help="'auto', 'float32', 'bfloat16', 'float16'")
+    ask.add_argument('--max-new-tokens', type=int, default=16)
+    ask.add_argument('--json', action='store_true', help='print one JSON object')
+    ask.add_argument('--saliency-out', metavar='PNG', help='write the heatmap with the box here')
+    ask.set_defaults(run=_ask)
+
+    tiny = commands.add_parser('make-tiny-model', help='write a tiny random model (offline)')
+    tiny.add_argument('--family', choices=TINY_FAMILIES, required=True)
+    tiny.add_argument('--out', required=True, help='directory to write')
+    tiny.add_argument('--seed', type=int, default=0)
+    tiny.set_defaults(run=_make_tiny_model)
 
     info = commands.add_parser('info', help='library versions and compute devices')
     info.add_argument('--json', action='store_true', help='print one JSON object')
@@ -51,8 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``vicrop`` with ``argv`` (default: the process arguments); return the exit status."""
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as error:
+        parser.exit(2, f'vicrop: error: {error}\n')
 
 
 if __name__ == '__main__':

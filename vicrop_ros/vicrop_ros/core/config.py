@@ -49,9 +49,9 @@ class VicropConfig:
     tile_threshold: int = 1024
     # The generic question whose map normalises rel-att and pure-grad.
     generic_question: str = GENERIC_QUESTION
-    # Appended to each question; None = the model family's default (the paper's short-answer
-    # instruction).
-    answer_instruction: str | None = None
+    # How a question is put to the model, '{question}' standing for it (the generic question is
+    # put the same way); None = the family's default: the paper's short-answer formats.
+    question_template: str | None = None
     # Upper bound on the answer length (greedy decoding).
     max_new_tokens: int = 16
 
@@ -71,5 +71,7 @@ class VicropConfig:
             raise ValueError(f'epsilon must be > 0, got {self.epsilon}')
         if self.tile_threshold < 1:
             raise ValueError(f'tile_threshold must be >= 1, got {self.tile_threshold}')
+        if self.question_template is not None and '{question}' not in self.question_template:
+            raise ValueError("question_template must contain '{question}'")
         if self.max_new_tokens < 1:
             raise ValueError(f'max_new_tokens must be >= 1, got {self.max_new_tokens}')

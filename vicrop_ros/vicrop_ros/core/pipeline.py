@@ -52,6 +52,7 @@ class VicropResult:
     box: Box | None  # the crop, in source-image pixels; None for method NONE
     score: float  # sharpness of the box (0.0: no box, or the whole image was chosen)
     saliency: np.ndarray | None  # (rows, cols) map on a grid tiling the whole image; None: NONE
+    maps: tuple[SaliencyMap, ...]  # the model's own maps (one per tile), extents in image pixels
     timings_ms: Mapping[str, float]  # 'saliency', 'crop', 'answer', 'total'
 
 
@@ -97,10 +98,11 @@ class Vicrop:
         start = time.perf_counter()
         timings = {'saliency': 0.0, 'crop': 0.0}
         prepared = self.model.prepare(image)
-        box, score, grid, crop_pixels = None, 0.0, None, None
+        box, score, grid, maps, crop_pixels = None, 0.0, None, (), None
         if config.method is not Method.NONE:
             notify('saliency')
-            grid = self._saliency(image, prepared, question, config)
+            maps = self._maps(image, prepared, question, config)
+            grid = project_to_image(maps, image_size(image))
             timings['saliency'] = _ms_since(start)
             notify('cropping')
             crop_start = time.perf_counter()
@@ -115,24 +117,21 @@ class Vicrop:
         answer = prepared.answer(question, crop_pixels, config)
         timings['answer'] = _ms_since(answer_start)
         timings['total'] = _ms_since(start)
-        return VicropResult(answer, config.method, box, score, grid, timings)
+        return VicropResult(answer, config.method, box, score, grid, maps, timings)
 
-    def _saliency(
+    def _maps(
         self, image: np.ndarray, prepared: PreparedImage, question: str, config: VicropConfig
-    ) -> np.ndarray:
-        """Return the map on the full-image grid; one map per tile for a large image."""
-        size = image_size(image)
-        tiles = tile_boxes(size, config.tile_threshold)
+    ) -> tuple[SaliencyMap, ...]:
+        """Return the model's map of the image, or one per tile for a large image."""
+        tiles = tile_boxes(image_size(image), config.tile_threshold)
         if len(tiles) == 1:
-            maps = [prepared.saliency(question, config)]
-        else:
-            maps = [
-                self.model.prepare(crop(image, tile))
-                .saliency(question, config)
-                .shifted(tile.x0, tile.y0)
-                for tile in tiles
-            ]
-        return project_to_image(maps, size)
+            return (prepared.saliency(question, config),)
+        return tuple(
+            self.model.prepare(crop(image, tile))
+            .saliency(question, config)
+            .shifted(tile.x0, tile.y0)
+            for tile in tiles
+        )
 
 
 def _ms_since(start: float) -> float:

@@ -102,18 +102,6 @@ def safe_ratio(numerator: torch.Tensor, denominator: torch.Tensor, epsilon: floa
     return numerator / (denominator + floor)
 
 
-def relative_attention(
-    attention: torch.Tensor, generic_attention: torch.Tensor, epsilon: float
-) -> torch.Tensor:
-    """
-    Return rel-att: the question's attention over the generic question's, per image token.
-
-    Both inputs: (heads, tokens), attention of the last prompt position to the image tokens.
-    Heads are averaged first, then divided with :func:`safe_ratio`. Result: (tokens,).
-    """
-    return safe_ratio(attention.float().mean(0), generic_attention.float().mean(0), epsilon)
-
-
 def gradient_weighted_attention(attention: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     """
     Return grad-att: head mean of attention times the positive part of its gradient.

@@ -1,0 +1,36 @@
+"""Shared fixtures: tiny random models of each family, built once per test session."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope='session')
+def tiny_model_dir(tmp_path_factory) -> Callable[[str], Path]:
+    """Return a function family -> directory of that family's tiny model (built on first use)."""
+    from vicrop_ros.models.tiny import make_tiny_model
+
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = make_tiny_model(family, tmp_path_factory.mktemp(f'tiny_{family}'))
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope='session')
+def tiny_model(tiny_model_dir) -> Callable[[str], object]:
+    """Return a function family -> that tiny model loaded with ``load_model`` (CPU, float32)."""
+    from vicrop_ros.models.loader import load_model
+
+    loaded: dict[str, object] = {}
+
+    def get(family: str):
+        if family not in loaded:
+            loaded[family] = load_model(str(tiny_model_dir(family)), device='cpu', dtype='float32')
+        return loaded[family]
+
+    return get

@@ -1,0 +1,269 @@
+"""Model adapters on tiny random models of the real classes: exactness, maps, geometry, chain."""
+
+import numpy as np
+import pytest
+from sample_data import FAMILIES, random_image
+import torch
+
+from vicrop_ros.core import Box, SaliencyMap, Vicrop, VicropConfig, project_to_image, select_box
+from vicrop_ros.core.config import Method
+from vicrop_ros.core.saliency import safe_ratio
+from vicrop_ros.models.attention import AttentionProbe, probing
+from vicrop_ros.models.base import Forward
+from vicrop_ros.models.loader import load_model
+
+pytestmark = pytest.mark.slow
+QUESTION = 'What does the small label say?'
+
+
+def eager_twin(adapter, model_dir):
+    """Load the same weights with eager attention everywhere, as a second adapter."""
+    eager = adapter.transformers_class().from_pretrained(model_dir, attn_implementation='eager')
+    return type(adapter)(adapter.name, eager, adapter.processor)
+
+
+def eager_attention_rows(adapter, inputs, layer: int, config) -> tuple[torch.Tensor, Forward]:
+    """Eager attention of every row's last prompt position at ``layer``: (batch, heads, keys)."""
+    captured = []
+    attention = adapter.decoder_layers[layer].self_attn
+    hook = attention.register_forward_hook(lambda module, args, out: captured.append(out[1]))
+    run = Forward()
+    try:
+        with torch.no_grad():
+            adapter.forward(inputs, run, config)
+    finally:
+        hook.remove()
+    weights = captured[0]  # (batch, heads, queries, keys)
+    rows = adapter.last_rows(inputs)
+    return weights[torch.arange(weights.shape[0]), :, rows], run
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_probe_equals_eager_attention_for_question_and_generic(family, tiny_model, tiny_model_dir):
+    adapter = tiny_model(family)
+    eager = eager_twin(adapter, tiny_model_dir(family))
+    config = VicropConfig()
+    prepared = adapter.prepare(random_image(640, 480))
+    inputs = prepared._question_pair(QUESTION, config)
+    assert not torch.equal(inputs['input_ids'][0], inputs['input_ids'][1])
+    for layer in sorted({0, adapter.attention_layer(config), len(adapter.decoder_layers) - 1}):
+        probe = AttentionProbe(adapter.decoder_layers[layer].self_attn, adapter.last_rows(inputs))
+        probe.stop = True
+        with torch.no_grad(), probing(probe):
+            adapter.forward(inputs, Forward(), config)
+        expected, _ = eager_attention_rows(eager, inputs, layer, config)
+        assert probe.weights.shape == expected.shape  # (2, heads, keys)
+        torch.testing.assert_close(probe.weights, expected.float(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_rel_att_map_is_the_ratio_of_eager_maps(family, tiny_model, tiny_model_dir):
+    """
+    Build the map by hand from eager attention and compare.
+
+    Image-token attention (times the Q-Former's query->patch attention for InstructBLIP),
+    question over generic question.
+    """
+    adapter = tiny_model(family)
+    eager = eager_twin(adapter, tiny_model_dir(family))
+    config = VicropConfig()
+    prepared = adapter.prepare(random_image(640, 480, seed=3))
+    inputs = prepared._question_pair(QUESTION, config)
+    rows, run = eager_attention_rows(eager, inputs, adapter.attention_layer(config), config)
+    maps = []
+    for row in range(2):
+        image_positions = inputs['input_ids'][row] == adapter.image_token_id
+        per_token = rows[row][:, image_positions].mean(dim=0)  # head mean over image tokens
+        if family == 'instructblip':
+            assert per_token.shape == (32,)  # the LM sees the 32 Q-Former queries
+            cross = run.token_to_patch[row][:, :, 1:].mean(dim=0)  # (32 queries, 256 patches)
+            assert cross.shape == (32, 256)
+            per_token = per_token @ cross
+        maps.append(per_token.reshape(adapter.patch_grid(inputs, row)))
+    expected = safe_ratio(maps[0], maps[1], config.epsilon).numpy()
+    actual = prepared.saliency(QUESTION, config)
+    np.testing.assert_allclose(actual.values, expected, rtol=1e-4, atol=1e-6)
+    assert actual.extent == prepared.extent
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('method', ['grad_att', 'pure_grad'])
+def test_gradient_maps_are_finite_and_informative(family, method, tiny_model):
+    result = Vicrop(tiny_model(family))(random_image(640, 480, seed=5), QUESTION, method=method)
+    values = result.maps[0].values
+    assert np.isfinite(values).all() and (values >= 0).all()
+    assert values.max() > values.min()
+    assert result.box.is_inside(640, 480)
+
+
+def test_grad_att_equals_eager_autograd(tiny_model, tiny_model_dir):
+    """The leaf trick gives the same d(decision)/d(attention row) as autograd through eager."""
+    adapter = tiny_model('llava')
+    eager = eager_twin(adapter, tiny_model_dir('llava'))
+    config = VicropConfig(method=Method.GRAD_ATT)
+    prepared = adapter.prepare(random_image(640, 480, seed=9))
+    fast = prepared.saliency(QUESTION, config).values
+    prompt = adapter.prompt(adapter.format_question(QUESTION, config), 1)
+    inputs = adapter.encode([[prepared.view]], [prompt])
+    layer = adapter.attention_layer(config)
+    captured = []
+    attention = eager.decoder_layers[layer].self_attn
+    hook = attention.register_forward_hook(lambda module, args, out: captured.append(out[1]))
+    embeds = eager.model.get_input_embeddings()(inputs['input_ids']).requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            hidden = eager.model.model(
+                inputs_embeds=embeds,
+                pixel_values=inputs['pixel_values'],
+                attention_mask=inputs['attention_mask'],
+                input_ids=None,
+            ).last_hidden_state
+            rows = eager.last_rows(inputs)
+            decision = eager.decisions(hidden, rows).sum()
+            (gradient,) = torch.autograd.grad(decision, captured[0])
+    finally:
+        hook.remove()
+    last = int(rows[0])
+    weights, grads = captured[0][0, :, last].detach(), gradient[0, :, last]
+    per_token = (weights * grads.clamp(min=0)).mean(dim=0)
+    positions = inputs['input_ids'][0] == adapter.image_token_id
+    expected = per_token[positions].reshape(24, 24).numpy()
+    np.testing.assert_allclose(fast, expected, rtol=1e-3, atol=1e-9)
+
+
+def hot_spot_image(width, height, x, y, radius=6):
+    image = np.full((height, width, 3), 40, np.uint8)
+    image[Box(x - radius, y - radius, x + radius, y + radius).slices()] = (255, 255, 255)
+    return image
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+@pytest.mark.parametrize('size', [(640, 480), (360, 800)])
+def test_hot_spot_maps_back_through_the_real_preprocessing(family, size, tiny_model):
+    """A hot cell found in the processor's own output maps back onto the source hot spot."""
+    adapter = tiny_model(family)
+    width, height = size
+    x, y = int(width * 0.8), int(height * 0.25)
+    prepared = adapter.prepare(hot_spot_image(width, height, x, y))
+    inputs = adapter.encode([[prepared.view]], [adapter.prompt('q', 1)])
+    pixels = adapter.pixel_images(inputs, inputs['pixel_values'])[0].float()  # (C, H, W)
+    brightness = pixels.mean(dim=0)
+    rows, cols = adapter.patch_grid(inputs, 0)
+    cell_h, cell_w = brightness.shape[0] / rows, brightness.shape[1] / cols
+    peak_y, peak_x = np.unravel_index(int(brightness.argmax()), brightness.shape)
+    values = np.zeros((rows, cols), np.float32)
+    values[int(peak_y // cell_h), int(peak_x // cell_w)] = 1.0
+    grid = project_to_image([SaliencyMap(values, prepared.extent)], size)
+    box = select_box(grid, size, adapter.input_size)
+    assert box.contains(x, y), (box, (x, y))
+
+
+def test_centre_crop_geometry_of_the_stock_llava_processor(tiny_model):
+    """llava-hf's processor centre-crops; centre_crop_extent maps its grid back correctly."""
+    from vicrop_ros.core.geometry import centre_crop_extent
+
+    adapter = tiny_model('llava')
+    processor = adapter.processor.image_processor
+    size = (800, 450)
+    x, y = 520, 300
+    pixels = processor(hot_spot_image(*size, x, y), return_tensors='pt')['pixel_values'][0]
+    brightness = pixels.mean(dim=0)
+    side = brightness.shape[0] // 24
+    peak_y, peak_x = np.unravel_index(int(brightness.argmax()), brightness.shape)
+    values = np.zeros((24, 24), np.float32)
+    values[peak_y // side, peak_x // side] = 1.0
+    crop_size = (processor.crop_size['width'], processor.crop_size['height'])
+    extent = centre_crop_extent(size, processor.size['shortest_edge'], crop_size)
+    box = select_box(project_to_image([SaliencyMap(values, extent)], size), size, 336)
+    assert box.contains(x, y)
+
+
+def test_forced_attention_puts_its_region_into_the_crop_the_model_sees(tiny_model):
+    """Map -> box -> crop -> second image of the final prompt, with attention forced on a patch."""
+    base = tiny_model('llava')
+    width, height = 1600, 1200
+    region = (1240, 180, 1300, 240)  # a red square, far from the centre
+
+    class ForcedAttention(type(base)):
+        def token_maps(self, inputs, per_token, token_to_patch):
+            maps = super().token_maps(inputs, per_token, token_to_patch)
+            prepared = forced_prepared[-1]
+            x0, y0, x1, y1 = prepared.extent
+            cx, cy = (region[0] + region[2]) / 2, (region[1] + region[3]) / 2
+            col = int((cx - x0) / (x1 - x0) * 24)
+            row = int((cy - y0) / (y1 - y0) * 24)
+            forced = torch.ones_like(maps[0])
+            forced[row, col] = 100.0
+            return [forced, torch.ones_like(maps[1])]  # question row hot, generic row flat
+
+    adapter = ForcedAttention(base.name, base.model, base.processor)
+    forced_prepared = []
+    original_prepare = adapter.prepare
+
+    def recording_prepare(image):
+        forced_prepared.append(original_prepare(image))
+        return forced_prepared[-1]
+
+    adapter.prepare = recording_prepare
+    seen = {}
+    original_generate = adapter.model.generate
+
+    def recording_generate(**kwargs):
+        seen.update(kwargs)
+        return original_generate(**kwargs)
+
+    adapter.model.generate = recording_generate
+    image = np.full((height, width, 3), 90, np.uint8)
+    image[Box(*region).slices()] = (255, 0, 0)
+    try:
+        result = Vicrop(adapter)(image, QUESTION, method='rel_att', tile_threshold=2048)
+    finally:
+        del adapter.model.generate
+    assert result.box.contains(region[0], region[1])
+    assert result.box.contains(region[2] - 1, region[3] - 1)
+    assert result.box.width < width / 2
+    pixels = seen['pixel_values']  # (2, 3, 336, 336): original then crop
+    assert pixels.shape[0] == 2
+    mean = torch.tensor(base.processor.image_processor.image_mean)[:, None, None]
+    std = torch.tensor(base.processor.image_processor.image_std)[:, None, None]
+    rgb = (pixels * std + mean).clamp(0, 1)
+    red = (rgb[:, 0] > 0.9) & (rgb[:, 1] < 0.1) & (rgb[:, 2] < 0.1)  # (2, 336, 336)
+    original_red, crop_red = red[0].float().mean(), red[1].float().mean()
+    assert crop_red > 3 * original_red > 0  # the crop shows the region, zoomed in
+    assert int((seen['input_ids'] == base.image_token_id).sum()) == 2 * 576
+
+
+def test_large_images_get_a_map_per_tile(tiny_model):
+    result = Vicrop(tiny_model('llava'))(random_image(2200, 700), QUESTION)
+    assert len(result.maps) == 3
+    assert [m.extent[0] for m in result.maps] == sorted(m.extent[0] for m in result.maps)
+    assert result.saliency.shape[1] > result.saliency.shape[0]
+    assert result.box.is_inside(2200, 700)
+
+
+def test_stages_are_reported_in_order(tiny_model):
+    stages = []
+    Vicrop(tiny_model('qwen2_5_vl'))(random_image(320, 240), QUESTION, on_stage=stages.append)
+    assert stages == ['saliency', 'cropping', 'answering']
+    stages.clear()
+    Vicrop(tiny_model('qwen2_5_vl'))(
+        random_image(320, 240), QUESTION, stages.append, method='none'
+    )
+    assert stages == ['answering']
+
+
+def test_bad_requests_raise_clear_errors(tiny_model, tmp_path):
+    vicrop = Vicrop(tiny_model('llava'))
+    with pytest.raises(ValueError, match='question is empty'):
+        vicrop(random_image(64, 64), '   ')
+    with pytest.raises(ValueError, match='HxWx3'):
+        vicrop(np.zeros((10, 10), np.uint8), QUESTION)
+    with pytest.raises(ValueError, match='unknown method'):
+        vicrop(random_image(64, 64), QUESTION, method='sharpest')
+    with pytest.raises(ValueError, match='attention_layer 99 is out of range'):
+        vicrop(random_image(64, 64), QUESTION, attention_layer=99)
+    with pytest.raises(ValueError, match='not a directory'):
+        load_model(str(tmp_path / 'missing'))
+    (tmp_path / 'config.json').write_text('{"model_type": "bert"}')
+    with pytest.raises(ValueError, match="unsupported model type 'bert'"):
+        load_model(str(tmp_path))

@@ -1,0 +1,293 @@
+"""
+The shared machinery of the Hugging Face model adapters: saliency passes and answers.
+
+A family module (``llava.py``, ``qwen2_5_vl.py``, ``instructblip.py``) subclasses
+:class:`HfVisionLanguageModel` and supplies the few things that differ: the prompt, the processor
+call, the forward pass to the last hidden state, how image tokens map onto the image grid, and
+where the model input lies on the source image. Everything the three methods share lives here:
+
+* rel-att: question and generic question in one batch of two, attention read at one layer
+  (:mod:`.attention`), the forward stopped there, no autograd;
+* grad-att: one pass with the layer's attention row as a gradient leaf, d(decision)/d(attention);
+* pure-grad: question and generic question in one batch, d(decision)/d(pixel values).
+
+*decision* = log-probability of the greedy token at the last prompt position.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from transformers import AutoProcessor
+
+from ..core.config import Method, VicropConfig
+from ..core.geometry import Extent, image_size, whole_image_extent
+from ..core.saliency import (
+    SaliencyMap,
+    gradient_weighted_attention,
+    high_pass_mask,
+    pixel_gradient_ratio,
+    safe_ratio,
+)
+from .attention import PROBE_ATTENTION, AttentionProbe, probing
+
+
+@dataclass
+class Forward:
+    """What a family's forward pass hands to the shared code, filled in as the pass goes."""
+
+    hidden: torch.Tensor | None = None  # (batch, tokens, hidden); None if the probe stopped it
+    # (batch, heads, image_tokens, first_patch + patches): attention from image tokens to image
+    # patches, for models whose image tokens are not patches (InstructBLIP's Q-Former queries);
+    # else None. Kept whole (not sliced) so that gradients with respect to it exist.
+    token_to_patch: torch.Tensor | None = None
+    first_patch: int = 0  # columns of token_to_patch before this one are not patches (CLS)
+
+    def patch_attention(self, weights: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Return (batch, tokens, patches): head mean of ``weights`` (default token_to_patch)."""
+        if self.token_to_patch is None:
+            return None
+        chosen = self.token_to_patch if weights is None else weights
+        first = self.first_patch
+        return chosen[..., first:].mean(dim=1)
+
+
+class HfVisionLanguageModel:
+    """
+    A transformers multimodal LLM wrapped for ViCrop (implements ``VisionLanguageModel``).
+
+    ``model`` is loaded with the ``vicrop_probe`` attention on its language model; parameters are
+    frozen. Subclasses set the class attributes and implement the hooks below.
+    """
+
+    # The paper's attention layer for the depth of the paper's checkpoint: (layer, depth).
+    paper_layer: ClassVar[tuple[int, int]]
+    # The question format; '{question}' is replaced. The paper's short-answer instruction.
+    question_template: ClassVar[str] = (
+        '{question}\nAnswer the question using a single word or phrase.'
+    )
+
+    # Attention implementation per sub-config: the probe on the language model, SDPA elsewhere.
+    attention_implementation: ClassVar[dict[str, str]] = {
+        'text_config': PROBE_ATTENTION,
+        'vision_config': 'sdpa',
+    }
+
+    @staticmethod
+    def transformers_class() -> type:
+        """Return the transformers model class of the family."""
+        raise NotImplementedError
+
+    @staticmethod
+    def load_processor(name_or_path: str):
+        """Load the family's processor (image processor, tokenizer, chat template)."""
+        return AutoProcessor.from_pretrained(name_or_path)
+
+    def __init__(self, name: str, model: torch.nn.Module, processor):
+        """Wrap a loaded ``model`` and its ``processor``; ``name``: the id or path loaded."""
+        self.name = name
+        self.model = model.eval().requires_grad_(False)
+        self.processor = processor
+        self.device = next(model.parameters()).device
+
+    # ----- hooks for the families -------------------------------------------------------------
+
+    @property
+    def input_size(self) -> int:
+        """Side of the model's input in pixels (the box search's base size)."""
+        raise NotImplementedError
+
+    @property
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        """Return the language model's decoder layers (each with ``self_attn``)."""
+        raise NotImplementedError
+
+    @property
+    def output_head(self) -> torch.nn.Module:
+        """Return the language model head (hidden state -> vocabulary logits)."""
+        raise NotImplementedError
+
+    @property
+    def image_token_id(self) -> int:
+        """Return the token id that stands for image features in ``input_ids``."""
+        raise NotImplementedError
+
+    def model_view(self, image: np.ndarray) -> tuple[np.ndarray, Extent]:
+        """Return the image as given to the processor and its extent on ``image``."""
+        return image, whole_image_extent(image_size(image))
+
+    def prompt(self, question: str, images: int) -> str:
+        """Return the full prompt for the (formatted) ``question`` after ``images`` images."""
+        raise NotImplementedError
+
+    def encode(self, images: Sequence[Sequence[np.ndarray]], prompts: Sequence[str]):
+        """Return the processor's batch (on the model's device) for one image list per prompt."""
+        raise NotImplementedError
+
+    def forward(self, inputs, out: Forward, config: VicropConfig) -> None:
+        """Run the model to the last hidden state, filling ``out`` (a probe may stop it)."""
+        raise NotImplementedError
+
+    def patch_grid(self, inputs, row: int) -> tuple[int, int]:
+        """Return (rows, cols) of the image-patch grid of batch row ``row``."""
+        raise NotImplementedError
+
+    def pixel_images(self, inputs, pixel_tensor: torch.Tensor) -> torch.Tensor:
+        """Return ``pixel_tensor`` (shaped like ``pixel_values``) as (batch, C, H, W) images."""
+        return pixel_tensor
+
+    @property
+    def patch_size(self) -> int:
+        """Side of one vision patch in model-input pixels."""
+        raise NotImplementedError
+
+    # ----- shared ---------------------------------------------------------------------------
+
+    def attention_layer(self, config: VicropConfig) -> int:
+        """Return the decoder layer to read: the configured one, or the paper's scaled to depth."""
+        depth = len(self.decoder_layers)
+        layer = config.attention_layer
+        if layer is None:
+            paper, paper_depth = self.paper_layer
+            layer = min(depth - 1, round(paper * depth / paper_depth))
+        if not 0 <= layer < depth:
+            raise ValueError(f'attention_layer {layer} is out of range: the model has {depth}')
+        return layer
+
+    def format_question(self, question: str, config: VicropConfig) -> str:
+        """Put ``question`` into the configured template, or the family's default."""
+        return (config.question_template or self.question_template).format(question=question)
+
+    @torch.no_grad()
+    def generate_answer(
+        self, views: Sequence[np.ndarray], question: str, config: VicropConfig
+    ) -> str:
+        """Answer ``question`` about ``views`` (model views, in order) by greedy decoding."""
+        prompt = self.prompt(self.format_question(question, config), len(views))
+        inputs = self.encode([views], [prompt])
+        output = self.model.generate(
+            **inputs, max_new_tokens=config.max_new_tokens, do_sample=False
+        )
+        prompt_length = inputs['input_ids'].shape[1]
+        new_tokens = output[0, prompt_length:]
+        return self.processor.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def prepare(self, image: np.ndarray) -> 'HfPreparedImage':
+        """Prepare ``image`` (HWC uint8 RGB) for saliency passes and the answer."""
+        return HfPreparedImage(self, image)
+
+    def last_rows(self, inputs) -> torch.Tensor:
+        """Return (batch,) the position of each row's last real token (right padding)."""
+        return inputs['attention_mask'].sum(dim=1) - 1
+
+    def decisions(self, hidden: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """Return (batch,) log-probability of the greedy next token at each row's ``rows``."""
+        last = hidden[torch.arange(hidden.shape[0], device=hidden.device), rows]
+        logits = self.output_head(last).float()
+        return logits.log_softmax(dim=-1).max(dim=-1).values
+
+    def token_maps(
+        self, inputs, per_token: torch.Tensor, token_to_patch: torch.Tensor | None
+    ) -> list[torch.Tensor]:
+        """
+        Turn per-token values into per-row patch grids.
+
+        ``per_token``: (batch, tokens) values over the whole sequence; only image-token
+        positions are used. ``token_to_patch``: see :class:`Forward` (head-reduced already:
+        (batch, image_tokens, patches)). Returns one (rows, cols) tensor per batch row.
+        """
+        grids = []
+        for row in range(per_token.shape[0]):
+            positions = inputs['input_ids'][row] == self.image_token_id
+            values = per_token[row][positions]  # (image_tokens,)
+            if token_to_patch is not None:
+                values = values @ token_to_patch[row]  # (patches,)
+            grids.append(values.reshape(self.patch_grid(inputs, row)))
+        return grids
+
+
+class HfPreparedImage:
+    """One image prepared for a model: the model's view of it and that view's source extent."""
+
+    def __init__(self, model: HfVisionLanguageModel, image: np.ndarray):
+        """Compute the model's view of ``image`` (HWC uint8 RGB)."""
+        self.model = model
+        self.image = image
+        self.view, self.extent = model.model_view(image)
+
+    def saliency(self, question: str, config: VicropConfig) -> SaliencyMap:
+        """Return the importance map of ``question`` by ``config.method`` (extent in image px)."""
+        method = {
+            Method.REL_ATT: self._relative_attention,
+            Method.GRAD_ATT: self._gradient_attention,
+            Method.PURE_GRAD: self._pure_gradient,
+        }.get(config.method)
+        if method is None:
+            raise ValueError(f'method {config.method.value!r} computes no saliency map')
+        grid = method(question, config)
+        return SaliencyMap(grid.detach().float().cpu().numpy(), self.extent)
+
+    def answer(self, question: str, crop: np.ndarray | None, config: VicropConfig) -> str:
+        """Answer ``question`` about the image, shown with ``crop`` after it when given."""
+        views = [self.view] + ([] if crop is None else [self.model.model_view(crop)[0]])
+        return self.model.generate_answer(views, question, config)
+
+    def _question_pair(self, question: str, config: VicropConfig):
+        """Encode the question and the generic question as one right-padded batch of two."""
+        questions = (question, config.generic_question)
+        prompts = [self.model.prompt(self.model.format_question(q, config), 1) for q in questions]
+        return self.model.encode([[self.view], [self.view]], prompts)
+
+    @torch.no_grad()
+    def _relative_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
+        """rel-att: attention(question) / attention(generic question) at one layer."""
+        inputs = self._question_pair(question, config)
+        layer = self.model.decoder_layers[self.model.attention_layer(config)]
+        probe = AttentionProbe(layer.self_attn, self.model.last_rows(inputs), stop=True)
+        run = Forward()
+        with probing(probe):
+            self.model.forward(inputs, run, config)
+        per_token = probe.weights.mean(dim=1)  # (2, keys): head mean
+        specific, generic = self.model.token_maps(inputs, per_token, run.patch_attention())
+        return safe_ratio(specific, generic, config.epsilon)
+
+    def _gradient_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
+        """grad-att: attention x ReLU(d decision / d attention) at one layer (question only)."""
+        prompt = self.model.prompt(self.model.format_question(question, config), 1)
+        inputs = self.model.encode([[self.view]], [prompt])
+        layer = self.model.decoder_layers[self.model.attention_layer(config)]
+        rows = self.model.last_rows(inputs)
+        probe = AttentionProbe(layer.self_attn, rows, differentiable=True)
+        run = Forward()
+        with torch.enable_grad(), probing(probe):
+            self.model.forward(inputs, run, config)
+            decision = self.model.decisions(run.hidden, rows).sum()
+            leaves = [probe.weights]
+            if run.token_to_patch is not None:
+                leaves.append(run.token_to_patch)
+            grads = torch.autograd.grad(decision, leaves)
+        per_token = gradient_weighted_attention(probe.weights[0], grads[0][0])[None]  # (1, keys)
+        token_to_patch = None
+        if run.token_to_patch is not None:  # the same weighting on the token -> patch attention
+            token_to_patch = run.patch_attention(run.token_to_patch * grads[1].clamp(min=0))
+        return self.model.token_maps(inputs, per_token, token_to_patch)[0]
+
+    def _pure_gradient(self, question: str, config: VicropConfig) -> torch.Tensor:
+        """pure-grad: |d decision / d pixels| of question over generic question, masked."""
+        inputs = self._question_pair(question, config)
+        pixels = inputs['pixel_values'].detach().requires_grad_(True)
+        inputs['pixel_values'] = pixels
+        rows = self.model.last_rows(inputs)
+        run = Forward()
+        with torch.enable_grad():
+            self.model.forward(inputs, run, config)
+            (gradient,) = torch.autograd.grad(self.model.decisions(run.hidden, rows).sum(), pixels)
+        # Both rows show the same image, so row 0's pixels give the high-pass mask.
+        images = self.model.pixel_images(inputs, pixels.detach()).float()  # (2, C, H, W)
+        gradients = self.model.pixel_images(inputs, gradient).float()
+        mask = high_pass_mask(images[0])
+        return pixel_gradient_ratio(
+            gradients[0], gradients[1], mask, self.model.patch_size, config.epsilon
+        )

@@ -1,0 +1,156 @@
+"""InstructBLIP (Vicuna): ViT -> Q-Former (32 queries, question-aware) -> Vicuna."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import InstructBlipForConditionalGeneration
+
+from ..core.config import VicropConfig
+from .attention import PROBE_ATTENTION
+from .base import Forward, HfVisionLanguageModel
+
+
+class InstructBlipModel(HfVisionLanguageModel):
+    """
+    InstructBLIP: the language model sees 32 query tokens, not patches.
+
+    A map is (LM attention from the last prompt position to the 32 query tokens) @ (Q-Former
+    cross-attention from those queries to the vision patches, CLS dropped): (1x32) @ (32xP) over
+    the (image_size / patch_size)^2 patch grid. The paper reads LM layer 15 of 32 and the
+    Q-Former's cross-attention layer 2 of 6. The processor resizes the whole image to a square.
+    """
+
+    paper_layer = (15, 32)
+    paper_qformer_layer = (2, 6)  # index among the Q-Former's cross-attention layers
+    question_template = 'Question: {question} Short answer:'
+    # The Q-Former's cross-attention weights are read: eager there (it is small).
+    attention_implementation = {
+        'text_config': PROBE_ATTENTION,
+        'vision_config': 'sdpa',
+        'qformer_config': 'eager',
+    }
+
+    @staticmethod
+    def transformers_class() -> type:
+        """InstructBlipForConditionalGeneration."""
+        return InstructBlipForConditionalGeneration
+
+    @property
+    def input_size(self) -> int:
+        """Return the vision model's input side in pixels (224)."""
+        return int(self.model.config.vision_config.image_size)
+
+    @property
+    def patch_size(self) -> int:
+        """Return the ViT patch side in pixels (14)."""
+        return int(self.model.config.vision_config.patch_size)
+
+    @property
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        """Return the Vicuna (Llama) decoder layers."""
+        return self.model.language_model.model.layers
+
+    @property
+    def output_head(self) -> torch.nn.Module:
+        """Return the LM head."""
+        return self.model.language_model.lm_head
+
+    @property
+    def image_token_id(self) -> int:
+        """Return the image (query) placeholder token id from the model config."""
+        return int(self.model.config.image_token_id)
+
+    @property
+    def query_tokens(self) -> int:
+        """Q-Former query tokens per image (32)."""
+        return int(self.model.config.num_query_tokens)
+
+    def qformer_layer(self, config: VicropConfig) -> int:
+        """Return the cross-attention layer to read: configured, or the paper's scaled to depth."""
+        qformer = self.model.config.qformer_config
+        count = len(range(0, qformer.num_hidden_layers, qformer.cross_attention_frequency))
+        layer = config.qformer_layer
+        if layer is None:
+            paper, paper_count = self.paper_qformer_layer
+            layer = min(count - 1, round(paper * count / paper_count))
+        if not 0 <= layer < count:
+            raise ValueError(f'qformer_layer {layer} is out of range: the Q-Former has {count}')
+        return layer
+
+    def prompt(self, question: str, images: int) -> str:
+        """Return the formatted question: the processor puts the query tokens before it."""
+        return question
+
+    def encode(self, images: Sequence[Sequence[np.ndarray]], prompts: Sequence[str]):
+        """Run the processor (one image per row), right-padded, on the model's device."""
+        if any(len(row) != 1 for row in images):
+            raise ValueError('InstructBLIP encodes exactly one image per prompt')
+        inputs = self.processor(
+            images=[row[0] for row in images],
+            text=list(prompts),
+            return_tensors='pt',
+            padding=True,
+            padding_side='right',
+        )
+        return inputs.to(self.device, dtype=self.model.dtype)
+
+    def forward(self, inputs, out: Forward, config: VicropConfig) -> None:
+        """Vision model, Q-Former (cross-attention kept) and LM to the last hidden state."""
+        pixels = inputs['pixel_values']
+        if torch.is_grad_enabled() and not pixels.requires_grad:
+            pixels = pixels.detach().requires_grad_(
+                True
+            )  # puts the Q-Former attention in the graph
+        image_embeds = self.model.vision_model(pixel_values=pixels).last_hidden_state
+        queries = self.model.query_tokens.expand(image_embeds.shape[0], -1, -1)
+        query_mask = torch.ones(queries.shape[:2], dtype=torch.long, device=self.device)
+        qformer = self.model.qformer(
+            input_ids=inputs['qformer_input_ids'],
+            attention_mask=torch.cat([query_mask, inputs['qformer_attention_mask']], dim=1),
+            query_embeds=queries,
+            encoder_hidden_states=image_embeds,
+            encoder_attention_mask=torch.ones(image_embeds.shape[:2], device=self.device),
+            output_attentions=True,
+        )
+        # (batch, heads, queries, 1 + patches): column 0 is the vision CLS token.
+        out.token_to_patch = qformer.cross_attentions[self.qformer_layer(config)]
+        out.first_patch = 1
+        features = self.model.language_projection(qformer.last_hidden_state[:, : queries.shape[1]])
+        language_model = self.model.language_model
+        embeds = language_model.get_input_embeddings()(inputs['input_ids'])
+        slots = (inputs['input_ids'] == self.image_token_id)[..., None].expand_as(embeds)
+        embeds = embeds.masked_scatter(slots, features.to(embeds.dtype))
+        out.hidden = language_model.model(
+            inputs_embeds=embeds, attention_mask=inputs['attention_mask'], use_cache=False
+        ).last_hidden_state
+
+    def patch_grid(self, inputs, row: int) -> tuple[int, int]:
+        """Return the ViT patch grid: (image_size / patch_size) squared."""
+        side = self.input_size // self.patch_size
+        return (side, side)
+
+    @torch.no_grad()
+    def generate_answer(
+        self, views: Sequence[np.ndarray], question: str, config: VicropConfig
+    ) -> str:
+        """Answer with the query tokens of every view, in order, before the question."""
+        prompt = self.prompt(self.format_question(question, config), 1)
+        inputs = self.encode([[view] for view in views], [prompt] * len(views))
+        extra = torch.full(
+            (1, (len(views) - 1) * self.query_tokens), self.image_token_id, device=self.device
+        )
+        input_ids = torch.cat([extra, inputs['input_ids'][:1]], dim=1)
+        attention_mask = torch.cat([torch.ones_like(extra), inputs['attention_mask'][:1]], dim=1)
+        output = self.model.generate(
+            pixel_values=inputs['pixel_values'],
+            qformer_input_ids=inputs['qformer_input_ids'],
+            qformer_attention_mask=inputs['qformer_attention_mask'],
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=config.max_new_tokens,
+            do_sample=False,
+        )
+        prompt_length = input_ids.shape[1]
+        new_tokens = output[0, prompt_length:]
+        return self.processor.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()

@@ -1,0 +1,131 @@
+"""Qwen2.5-VL: native-resolution vision with 2x2 patch merging; rectangular token grids."""
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
+from transformers.utils import is_torchvision_available
+
+from ..core.config import VicropConfig
+from .base import Forward, HfVisionLanguageModel
+
+
+class Qwen2_5_VLImageTextProcessor(Qwen2_5_VLProcessor):  # noqa: N801 (transformers' naming)
+    """
+    Qwen2.5-VL's processor for images and text only: no video sub-processor.
+
+    The stock processor always loads a video processor, and every video processor in
+    transformers needs torchvision, which this project does not install (its PyPI wheels do not
+    import beside the pinned torch). Images and text behave exactly as in ``Qwen2_5_VLProcessor``;
+    ``from_pretrained`` loads the image processor, tokenizer and chat template of any checkpoint.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        """Build from an image processor and a tokenizer (the video processor slot stays None)."""
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class Qwen25VLModel(HfVisionLanguageModel):
+    """
+    Qwen2.5-VL: an image of (H, W) resized pixels gives (H/28) x (W/28) tokens, row-major.
+
+    The processor resizes the whole image (no crop), so a map covers the whole source image.
+    The paper reads layer 22 of 36 (Qwen2.5-VL-3B) and used 224 px as the box base size.
+    """
+
+    paper_layer = (22, 36)
+    paper_base_size = 224  # the paper's crop base size for Qwen2.5-VL (it has no fixed input size)
+
+    @staticmethod
+    def transformers_class() -> type:
+        """Qwen2_5_VLForConditionalGeneration."""
+        return Qwen2_5_VLForConditionalGeneration
+
+    @staticmethod
+    def load_processor(name_or_path: str):
+        """Load the stock processor where torchvision exists, else the image+text one."""
+        if is_torchvision_available():
+            return AutoProcessor.from_pretrained(name_or_path)
+        return Qwen2_5_VLImageTextProcessor.from_pretrained(name_or_path)
+
+    @property
+    def input_size(self) -> int:
+        """Return the paper's base size for Qwen2.5-VL."""
+        return self.paper_base_size
+
+    @property
+    def patch_size(self) -> int:
+        """Return the vision patch side in pixels (14), before the 2x2 merge."""
+        return int(self.model.config.vision_config.patch_size)
+
+    @property
+    def merge_size(self) -> int:
+        """Patches merged per token along each axis (2)."""
+        return int(self.model.config.vision_config.spatial_merge_size)
+
+    @property
+    def decoder_layers(self) -> torch.nn.ModuleList:
+        """Return the Qwen2 decoder layers."""
+        return self.model.model.language_model.layers
+
+    @property
+    def output_head(self) -> torch.nn.Module:
+        """Return the LM head."""
+        return self.model.lm_head
+
+    @property
+    def image_token_id(self) -> int:
+        """Return the ``<|image_pad|>`` token id from the model config."""
+        return int(self.model.config.image_token_id)
+
+    def prompt(self, question: str, images: int) -> str:
+        """Apply the checkpoint's chat template: user turn with ``images`` images then text."""
+        content = [{'type': 'image'}] * images + [{'type': 'text', 'text': question}]
+        messages = [{'role': 'user', 'content': content}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def encode(self, images: Sequence[Sequence[np.ndarray]], prompts: Sequence[str]):
+        """Run the processor on a batch, right-padded, on the model's device."""
+        flat = [image for row in images for image in row]
+        inputs = self.processor(
+            images=flat,
+            text=list(prompts),
+            return_tensors='pt',
+            padding=True,
+            padding_side='right',
+        )
+        return inputs.to(self.device, dtype=self.model.dtype)
+
+    def forward(self, inputs, out: Forward, config: VicropConfig) -> None:
+        """Run the vision encoder and language model to the last hidden state."""
+        out.hidden = self.model.model(**inputs, use_cache=False).last_hidden_state
+
+    def patch_grid(self, inputs, row: int) -> tuple[int, int]:
+        """Return the merged token grid of row ``row``'s image (``image_grid_thw``)."""
+        _, height, width = (int(v) for v in inputs['image_grid_thw'][row])
+        return (height // self.merge_size, width // self.merge_size)
+
+    def pixel_images(self, inputs, pixel_tensor: torch.Tensor) -> torch.Tensor:
+        """
+        Undo the processor's patch layout: (patches, C*T*p*p) rows -> (images, C, H, W).
+
+        Rows are ordered (H/2p, W/2p, 2, 2) per image, columns (C, T, p, p); the T temporal
+        copies of a still image are averaged. All images must have the same grid.
+        """
+        grids = [tuple(int(v) for v in thw) for thw in inputs['image_grid_thw']]
+        if len(set(grids)) != 1:
+            raise ValueError('pixel_images needs images of one size')
+        _, grid_h, grid_w = grids[0]
+        m, p = self.merge_size, self.patch_size
+        channels = pixel_tensor.shape[1] // (self.temporal_patch_size * p * p)
+        x = pixel_tensor.reshape(
+            len(grids), grid_h // m, grid_w // m, m, m, channels, self.temporal_patch_size, p, p
+        ).mean(dim=6)  # (n, bh, bw, mh, mw, C, ph, pw)
+        x = x.permute(0, 5, 1, 3, 6, 2, 4, 7)  # (n, C, bh, mh, ph, bw, mw, pw)
+        return x.reshape(len(grids), channels, grid_h * p, grid_w * p)
+
+    @property
+    def temporal_patch_size(self) -> int:
+        """Frames per temporal patch (2); a still image is repeated."""
+        return int(self.model.config.vision_config.temporal_patch_size)
