@@ -25,6 +25,7 @@ setup(
     entry_points={
         'console_scripts': [
             'vicrop = vicrop_ros.cli:main',
+            'vicrop_node = vicrop_ros.ros.node:main',
         ],
     },
 )

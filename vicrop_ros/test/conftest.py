@@ -34,3 +34,17 @@ def tiny_model(tiny_model_dir) -> Callable[[str], object]:
         return loaded[family]
 
     return get
+
+
+@pytest.fixture(scope='module')
+def ros_context():
+    """Yield a fresh rclpy context for one test module, shut down afterwards."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        yield context
+    finally:
+        rclpy.shutdown(context=context)

@@ -1,0 +1,161 @@
+"""A test client for the vicrop node over real DDS, and a way to start the node as a process."""
+
+from collections import defaultdict
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import cv2
+import numpy as np
+import rclpy
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from vicrop_interfaces.action import AskQuestion
+from vicrop_interfaces.msg import Answer, CropBox, Question
+from vicrop_interfaces.srv import Ask
+
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+FEEDBACK_QOS = QoSProfile(
+    depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+
+
+def start_node(
+    model_dir, *params: str, name: str = 'vicrop', params_file: str | None = None
+) -> subprocess.Popen:
+    """Start ``vicrop_node`` with the tiny model and ``-p`` parameters (``'key:=value'``)."""
+    command = ['vicrop_node', '--ros-args', '-r', f'__node:={name}']
+    if params_file:
+        command += ['--params-file', params_file]
+    command += ['-p', f'model:={model_dir}']
+    for param in params:
+        command += ['-p', param]
+    return subprocess.Popen(command, env=dict(os.environ), start_new_session=True)
+
+
+def stop_node(process: subprocess.Popen) -> None:
+    """Stop a node started by :func:`start_node` (SIGINT, then SIGKILL)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def raw_image(rgb: np.ndarray, stamp, frame_id: str) -> Image:
+    """Return an rgb8 Image message."""
+    msg = Image(height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8', step=rgb.shape[1] * 3)
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = rgb.tobytes()
+    return msg
+
+
+def jpeg_image(rgb: np.ndarray, stamp, frame_id: str) -> CompressedImage:
+    """Return a JPEG CompressedImage message."""
+    msg = CompressedImage(format='jpeg')
+    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.data = cv2.imencode('.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    return msg
+
+
+class VicropClient:
+    """Publishes frames and questions to a vicrop node and collects what it publishes."""
+
+    def __init__(self, context, node_name: str = 'vicrop', wrist_compressed: bool = True):
+        """Create the client's endpoints and spin them in a background thread."""
+        self.node = rclpy.create_node('vicrop_test_client', context=context)
+        prefix = f'/{node_name}'
+        self.answers: dict[str, list[Answer]] = defaultdict(list)
+        self.crop_boxes: dict[str, list[CropBox]] = defaultdict(list)
+        self.saliency: list[Image] = []
+        self._lock = threading.Lock()
+        self.node.create_subscription(Answer, f'{prefix}/answers', self._on_answer, RELIABLE)
+        self.node.create_subscription(CropBox, f'{prefix}/crop_boxes', self._on_crop, RELIABLE)
+        self.node.create_subscription(Image, f'{prefix}/saliency', self.saliency.append, RELIABLE)
+        self.questions = self.node.create_publisher(Question, f'{prefix}/questions', RELIABLE)
+        self.head = self.node.create_publisher(Image, '/head_camera/image_raw', RELIABLE)
+        wrist_type = CompressedImage if wrist_compressed else Image
+        self.wrist = self.node.create_publisher(wrist_type, '/wrist_camera/image_raw', RELIABLE)
+        self.ask_client = self.node.create_client(Ask, f'{prefix}/ask')
+        self.action_client = ActionClient(
+            self.node, AskQuestion, f'{prefix}/ask_question', feedback_sub_qos_profile=FEEDBACK_QOS
+        )
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _on_answer(self, msg: Answer) -> None:
+        with self._lock:
+            self.answers[msg.id].append(msg)
+
+    def _on_crop(self, msg: CropBox) -> None:
+        with self._lock:
+            self.crop_boxes[msg.id].append(msg)
+
+    def close(self) -> None:
+        """Stop spinning and destroy the client node."""
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self._thread.join(timeout=5)
+
+    def now(self):
+        """Return the client's clock as a builtin_interfaces/Time."""
+        return self.node.get_clock().now().to_msg()
+
+    def wait_until_ready(self, timeout_s: float = 90.0) -> None:
+        """Wait until the node answers the service (model loaded, node active)."""
+        assert self.ask_client.wait_for_service(timeout_sec=timeout_s), 'no vicrop node'
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            answer = self.call_ask(Ask.Request(question=''), timeout_s=timeout_s)
+            if answer.status == Answer.BAD_REQUEST:
+                return
+            time.sleep(0.2)
+        raise AssertionError('the vicrop node never became active')
+
+    def wait_for_matches(self, timeout_s: float = 30.0) -> None:
+        """Wait until the node subscribes to the questions and both camera topics."""
+        deadline = time.monotonic() + timeout_s
+        publishers = (self.questions, self.head, self.wrist)
+        while any(p.get_subscription_count() == 0 for p in publishers):
+            assert time.monotonic() < deadline, 'the node did not subscribe in time'
+            time.sleep(0.05)
+
+    def publish_frame(self, camera: str, rgb: np.ndarray, stamp, frame_id: str) -> None:
+        """Publish one frame on ``camera`` ('head' raw, 'wrist' as configured)."""
+        publisher = self.head if camera == 'head' else self.wrist
+        make = jpeg_image if publisher.msg_type is CompressedImage else raw_image
+        publisher.publish(make(rgb, stamp, frame_id))
+
+    def ask_topic(self, question: Question) -> None:
+        """Publish a Question."""
+        self.questions.publish(question)
+
+    def call_ask(self, request: Ask.Request, timeout_s: float = 60.0) -> Answer:
+        """Call the Ask service and return the answer."""
+        future = self.ask_client.call_async(request)
+        deadline = time.monotonic() + timeout_s
+        while not future.done():
+            assert time.monotonic() < deadline, 'Ask did not return'
+            time.sleep(0.01)
+        return future.result().answer
+
+    def wait_answers(self, ids, timeout_s: float = 60.0, settle_s: float = 0.5) -> dict:
+        """Wait until every id has an answer (then ``settle_s`` more for duplicates)."""
+        deadline = time.monotonic() + timeout_s
+        while not all(self.answers.get(i) for i in ids):
+            assert time.monotonic() < deadline, (
+                f'no answer for {[i for i in ids if not self.answers.get(i)]}'
+            )
+            time.sleep(0.02)
+        time.sleep(settle_s)
+        with self._lock:
+            return {i: list(self.answers[i]) for i in ids}

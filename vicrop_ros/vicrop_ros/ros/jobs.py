@@ -1,0 +1,130 @@
+"""A question on its way to exactly one Answer, and the bounded queue in front of the model."""
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+import threading
+import time
+
+from sensor_msgs.msg import Image
+
+from vicrop_interfaces.msg import Answer
+
+
+@dataclass(eq=False)
+class Job:
+    """
+    One question, from the topic, the service or the action.
+
+    ``finish`` records the answer once: the first caller (worker, timeout, cancel or an immediate
+    refusal) wins, later calls are ignored, so every question gets exactly one Answer.
+    """
+
+    id: str
+    question: str
+    camera: str  # as asked: 'head', 'wrist' or '' (node default); 'image' when image is given
+    method: str  # as asked: '' = node default
+    stamp_ns: int  # the frame at this time; 0 = newest
+    timeout_s: float  # seconds from arrival to TIMEOUT
+    image: Image | None = None  # an image sent with the request instead of a camera frame
+    on_stage: Callable[[str], None] | None = None  # progress: 'queued', 'saliency', ...
+    arrival: float = field(default_factory=time.monotonic)  # time.monotonic() seconds
+    started: float | None = None  # when the worker took it (monotonic seconds)
+    _answer: Answer | None = None
+    _done: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def deadline(self) -> float:
+        """Monotonic time at which the question times out."""
+        return self.arrival + self.timeout_s
+
+    @property
+    def done(self) -> bool:
+        """Whether the answer is decided."""
+        return self._done.is_set()
+
+    @property
+    def answer(self) -> Answer | None:
+        """Return the answer, once decided (else None)."""
+        return self._answer
+
+    def finish(self, answer: Answer) -> bool:
+        """Record ``answer`` if none is yet; return whether this call decided it."""
+        with self._lock:
+            if self._answer is not None:
+                return False
+            self._answer = answer
+        self._done.set()
+        return True
+
+    def wait(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds for the answer; return whether it is decided."""
+        return self._done.wait(timeout_s)
+
+    def report(self, stage: str) -> None:
+        """Tell the requester the job reached ``stage`` (no-op without a listener)."""
+        if self.on_stage is not None:
+            self.on_stage(stage)
+
+
+class JobQueue:
+    """
+    Questions waiting for the one inference worker, at most ``capacity`` of them.
+
+    Jobs leave either by ``take`` (the worker) or by ``remove`` (cancel, timeout while queued).
+    """
+
+    def __init__(self, capacity: int):
+        """Allow at most ``capacity`` waiting jobs."""
+        self.capacity = capacity
+        self._jobs: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._closed = False
+
+    def __len__(self) -> int:
+        """Return the number of waiting jobs."""
+        with self._cv:
+            return len(self._jobs)
+
+    def offer(self, job: Job) -> bool:
+        """Queue ``job`` unless the queue is full or closed; return whether it was queued."""
+        with self._cv:
+            if self._closed or len(self._jobs) >= self.capacity:
+                return False
+            self._jobs.append(job)
+            self._cv.notify()
+            return True
+
+    def take(self, timeout_s: float) -> Job | None:
+        """Return the oldest job, waiting up to ``timeout_s``; None on timeout or when closed."""
+        with self._cv:
+            if not self._cv.wait_for(lambda: self._jobs or self._closed, timeout_s):
+                return None
+            if self._closed:
+                return None
+            job = self._jobs.popleft()
+            job.started = time.monotonic()
+            return job
+
+    def remove(self, job: Job) -> bool:
+        """Take ``job`` out if it is still waiting; return whether it was."""
+        with self._cv:
+            try:
+                self._jobs.remove(job)
+            except ValueError:
+                return False
+            return True
+
+    def drain(self) -> list[Job]:
+        """Remove and return every waiting job."""
+        with self._cv:
+            jobs = list(self._jobs)
+            self._jobs.clear()
+            return jobs
+
+    def close(self) -> None:
+        """Wake the worker and refuse new jobs."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()

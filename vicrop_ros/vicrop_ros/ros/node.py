@@ -1,0 +1,492 @@
+"""
+``vicrop_node``: ViCrop as a managed ROS 2 node.
+
+Cameras (head, wrist) fill ring buffers of undecoded messages; questions arrive on
+``~/questions``, the ``~/ask`` service and the ``~/ask_question`` action; one worker thread serves
+a bounded queue with the model; every question gets exactly one ``~/answers`` message, stamped with
+the header of the frame it used, plus a ``~/crop_boxes`` message and a ``~/saliency`` image when it
+was answered with a crop. The model is loaded on configure and freed on cleanup.
+"""
+
+import itertools
+import threading
+import time
+import traceback
+
+import rclpy
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode
+from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.qos import (
+    DurabilityPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+)
+from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
+from std_msgs.msg import Header
+
+from vicrop_interfaces.action import AskQuestion
+from vicrop_interfaces.msg import Answer, CropBox, Question
+from vicrop_interfaces.srv import Ask
+
+from .frames import Frame, FrameBuffer, FrameChoiceError
+from .images import BadImageError, bgr_image_message, decode_rgb
+from .jobs import Job, JobQueue
+from .params import CAMERAS, METHODS, Settings, declare_parameters
+
+RESULTS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+# Late-joining action clients still get the stages already reported.
+FEEDBACK_QOS = QoSProfile(
+    depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+STAGES = {
+    'queued': AskQuestion.Feedback.QUEUED,
+    'saliency': AskQuestion.Feedback.SALIENCY,
+    'cropping': AskQuestion.Feedback.CROPPING,
+    'answering': AskQuestion.Feedback.ANSWERING,
+}
+REQUEST_IMAGE_CAMERA = 'image'  # Answer.camera for an image sent with the request
+
+
+class AnswerError(Exception):
+    """An error answer to give: ``status`` is an Answer status value, the message its reason."""
+
+    def __init__(self, status: int, reason: str):
+        """Record the status and the reason."""
+        super().__init__(reason)
+        self.status = status
+
+
+class VicropNode(LifecycleNode):
+    """The ViCrop perception node (lifecycle: the model lives between configure and cleanup)."""
+
+    def __init__(self, **kwargs):
+        """Declare parameters and create the question and answer interfaces."""
+        super().__init__('vicrop', **kwargs)
+        declare_parameters(self)
+        self.settings = Settings.from_node(self)
+        self.add_post_set_parameters_callback(self._on_parameters_set)
+        self._engine = None  # vicrop_ros.core.Vicrop while configured
+        self._buffers: dict[str, FrameBuffer] = {}
+        self._camera_subscriptions = []
+        self._queue = JobQueue(self.settings.max_pending)
+        self._in_flight: dict[str, Job] = {}
+        self._in_flight_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._active = False
+
+        self._cameras_group = MutuallyExclusiveCallbackGroup()
+        self._requests_group = ReentrantCallbackGroup()
+        self.answers = self.create_publisher(Answer, '~/answers', RESULTS_QOS)
+        self.crop_boxes = self.create_publisher(CropBox, '~/crop_boxes', RESULTS_QOS)
+        self.saliency = self.create_publisher(Image, '~/saliency', RESULTS_QOS)
+        self.create_subscription(
+            Question, '~/questions', self._on_question, RESULTS_QOS,
+            callback_group=self._requests_group,
+        )  # fmt: skip
+        self.create_service(Ask, '~/ask', self._on_ask, callback_group=self._requests_group)
+        self._action = ActionServer(
+            self, AskQuestion, '~/ask_question', self._execute_goal,
+            goal_callback=lambda goal: GoalResponse.ACCEPT,
+            cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
+            callback_group=self._requests_group, feedback_pub_qos_profile=FEEDBACK_QOS,
+        )  # fmt: skip
+        self.create_timer(0.05, self._expire_overdue, callback_group=self._requests_group)
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name='vicrop_worker', daemon=True)
+        self._worker.start()
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Load the model and subscribe to the cameras."""
+        from ..core import Vicrop, VicropConfig
+        from ..models.loader import load_model
+
+        settings = self.settings
+        self.get_logger().info(
+            f'loading model {settings.model!r} (device {settings.device}, dtype {settings.dtype})'
+        )
+        try:
+            model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
+        except Exception as error:  # noqa: BLE001 (any load failure leaves the node unconfigured)
+            self.get_logger().error(f'cannot load model {settings.model!r}: {error}')
+            return TransitionCallbackReturn.FAILURE
+        self._engine = Vicrop(model, VicropConfig())
+        for camera in CAMERAS:
+            self._subscribe_camera(camera)
+        self.get_logger().info(f'model {settings.model!r} loaded on {model.device}')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Start answering questions."""
+        self._active = True
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Stop answering: new questions get NOT_READY, queued ones too."""
+        self._active = False
+        for job in self._queue.drain():
+            self._finish(
+                job, self._refusal_answer(job, AnswerError(Answer.NOT_READY, 'node deactivated'))
+            )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Free the model (and GPU memory) and unsubscribe the cameras."""
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Free everything."""
+        self._active = False
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Drop the model and the camera subscriptions."""
+        self._engine = None
+        for subscription in self._camera_subscriptions:
+            self.destroy_subscription(subscription)
+        self._camera_subscriptions.clear()
+        self._buffers.clear()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def stop(self) -> None:
+        """Stop the worker thread (before destroying the node)."""
+        self._stopping = True
+        self._queue.close()
+        self._worker.join(timeout=10)
+
+    # ----- cameras -----------------------------------------------------------------------------
+
+    def _subscribe_camera(self, camera: str) -> None:
+        """Subscribe to one camera: store messages in its buffer, undecoded."""
+        topic, transport, reliability = self.settings.camera(camera)
+        qos = QoSProfile(
+            history=qos_profile_sensor_data.history,
+            depth=qos_profile_sensor_data.depth,
+            durability=qos_profile_sensor_data.durability,
+            reliability=ReliabilityPolicy.RELIABLE
+            if reliability == 'reliable'
+            else ReliabilityPolicy.BEST_EFFORT,
+        )
+        buffer = FrameBuffer(camera, self.settings.buffer_length)
+        self._buffers[camera] = buffer
+        message_type = CompressedImage if transport == 'compressed' else Image
+
+        def store(msg, buffer=buffer):
+            stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            buffer.add(Frame(stamp_ns or self.get_clock().now().nanoseconds, msg))
+
+        self._camera_subscriptions.append(
+            self.create_subscription(
+                message_type, topic, store, qos, callback_group=self._cameras_group
+            )
+        )
+        self.get_logger().info(f'{camera} camera: {topic} ({transport}, {reliability})')
+
+    # ----- requests ----------------------------------------------------------------------------
+
+    def _on_question(self, msg: Question) -> None:
+        """Queue a question from the topic; its answer is published when decided."""
+        stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self._submit(self._new_job(msg.id, msg.question, msg.camera, msg.method, stamp_ns, 0.0))
+
+    def _on_ask(self, request: Ask.Request, response: Ask.Response) -> Ask.Response:
+        """Serve the Ask service: queue the question and wait for its answer."""
+        job = self._job_from_request(request)
+        self._submit(job)
+        response.answer = self._wait(job)
+        return response
+
+    def _execute_goal(self, goal_handle) -> AskQuestion.Result:
+        """Serve an AskQuestion goal: as Ask, with stage feedback and cancel while queued."""
+        started = time.monotonic()
+
+        def feedback(stage: str) -> None:
+            elapsed_ms = (time.monotonic() - started) * 1000.0
+            goal_handle.publish_feedback(
+                AskQuestion.Feedback(stage=STAGES[stage], elapsed_ms=elapsed_ms)
+            )
+
+        job = self._job_from_request(goal_handle.request, on_stage=feedback)
+        self._submit(job)
+        while not job.wait(0.02):
+            if goal_handle.is_cancel_requested and self._queue.remove(job):
+                self._finish(job, self._refusal_answer(job, AnswerError(
+                    Answer.CANCELED, 'canceled by the caller while queued')))  # fmt: skip
+            elif time.monotonic() > job.deadline:
+                self._time_out(job)
+        answer = job.answer
+        if answer.status == Answer.CANCELED:
+            goal_handle.canceled()
+        elif answer.status == Answer.OK:
+            goal_handle.succeed()
+        else:
+            goal_handle.abort()
+        return AskQuestion.Result(answer=answer)
+
+    def _job_from_request(self, request, on_stage=None) -> Job:
+        """Make a Job from an Ask request or an AskQuestion goal (same fields)."""
+        stamp_ns = request.stamp.sec * 1_000_000_000 + request.stamp.nanosec
+        has_image = request.image.width > 0 or request.image.height > 0 or len(request.image.data)
+        job = self._new_job(
+            request.id, request.question, request.camera, request.method, stamp_ns,
+            request.timeout, image=request.image if has_image else None, on_stage=on_stage,
+        )  # fmt: skip
+        return job
+
+    def _new_job(self, job_id, question, camera, method, stamp_ns, timeout, **extra) -> Job:
+        """Make a Job with the node's defaults filled in (id, timeout)."""
+        return Job(
+            id=job_id or f'{self.get_name()}-{next(self._ids)}',
+            question=question,
+            camera=camera,
+            method=method,
+            stamp_ns=stamp_ns,
+            timeout_s=timeout if timeout > 0 else self.settings.timeout,
+            **extra,
+        )
+
+    def _wait(self, job: Job) -> Answer:
+        """Block until ``job`` is decided (times it out at its deadline); return the answer."""
+        while not job.wait(max(0.0, job.deadline - time.monotonic()) + 0.05):
+            self._time_out(job)
+        return job.answer
+
+    def _submit(self, job: Job) -> None:
+        """Check and queue a job, or decide it at once (NOT_READY, BAD_REQUEST, BUSY)."""
+        try:
+            self._check_request(job)
+            with self._in_flight_lock:
+                if job.id in self._in_flight:
+                    raise AnswerError(
+                        Answer.BAD_REQUEST, f'a question with id {job.id!r} is in flight'
+                    )
+                self._in_flight[job.id] = job
+            if not self._queue.offer(job):
+                raise AnswerError(
+                    Answer.BUSY,
+                    f'{self._queue.capacity} questions are already waiting (max_pending); retry',
+                )
+        except AnswerError as refusal:
+            self._finish(job, self._refusal_answer(job, refusal))
+            return
+        job.report('queued')
+
+    def _check_request(self, job: Job) -> None:
+        """Raise AnswerError for a question that cannot be served as asked."""
+        if not self._active:
+            state = 'unconfigured' if self._engine is None else 'inactive'
+            raise AnswerError(
+                Answer.NOT_READY, f'the node is {state}: no model is serving questions'
+            )
+        if not job.question.strip():
+            raise AnswerError(Answer.BAD_REQUEST, 'the question is empty')
+        if len(job.question) > 4000:
+            raise AnswerError(
+                Answer.BAD_REQUEST,
+                f'the question is too long ({len(job.question)} > 4000 characters)',
+            )
+        if job.image is None and job.camera not in ('', *CAMERAS):
+            raise AnswerError(
+                Answer.BAD_REQUEST,
+                f"unknown camera {job.camera!r}; use {', '.join(CAMERAS)} or '' for the default",
+            )
+        if job.method not in ('', *METHODS):
+            raise AnswerError(
+                Answer.BAD_REQUEST,
+                f"unknown method {job.method!r}; use {', '.join(METHODS)} or '' for the default",
+            )
+
+    def _expire_overdue(self) -> None:
+        """Timer: answer TIMEOUT for every question past its deadline."""
+        now = time.monotonic()
+        with self._in_flight_lock:
+            overdue = [job for job in self._in_flight.values() if now > job.deadline]
+        for job in overdue:
+            self._time_out(job)
+
+    def _time_out(self, job: Job) -> None:
+        """Decide ``job`` as TIMEOUT (a no-op when already decided)."""
+        self._queue.remove(job)
+        where = 'while waiting in the queue' if job.started is None else 'while the model worked'
+        self._finish(job, self._refusal_answer(job, AnswerError(
+            Answer.TIMEOUT, f'not answered within {job.timeout_s:.3g} s ({where})')))  # fmt: skip
+
+    # ----- the worker --------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        """Serve queued jobs one at a time until stopped (the inference worker thread)."""
+        while not self._stopping:
+            job = self._queue.take(timeout_s=0.2)
+            if job is None or job.done:
+                continue
+            try:
+                self._serve(job)
+            except Exception:  # noqa: BLE001 (the worker must survive anything)
+                self.get_logger().error(f'unexpected error on {job.id}:\n{traceback.format_exc()}')
+                self._finish(job, self._refusal_answer(job, AnswerError(
+                    Answer.MODEL_ERROR, 'internal error; see the node log')))  # fmt: skip
+
+    def _serve(self, job: Job) -> None:
+        """Answer one job with the model and publish the results."""
+        answer = self._blank_answer(job)
+        answer.queue_wait_ms = (job.started - job.arrival) * 1000.0
+        try:
+            engine = self._engine
+            if engine is None or not self._active:
+                raise AnswerError(
+                    Answer.NOT_READY, 'the model was unloaded before this question ran'
+                )
+            header, rgb, camera = self._frame_for(job)
+            answer.header, answer.camera = header, camera
+            answer.image_width, answer.image_height = int(rgb.shape[1]), int(rgb.shape[0])
+            method = job.method or self.settings.method
+            answer.method = method
+            result = engine(
+                rgb, job.question, on_stage=job.report, method=method,
+                max_new_tokens=self.settings.max_new_tokens,
+                tile_threshold=self.settings.tile_threshold,
+                attention_layer=None if self.settings.attention_layer < 0
+                else self.settings.attention_layer,
+            )  # fmt: skip
+        except AnswerError as refusal:
+            answer.status, answer.error = refusal.status, str(refusal)
+            self._finish(job, answer)
+            return
+        except Exception as error:  # noqa: BLE001 (a model failure must not stop the node)
+            answer.status = Answer.MODEL_ERROR
+            answer.error = self._model_error_text(error)
+            self._finish(job, answer)
+            return
+        answer.answer = result.answer
+        answer.status = Answer.OK
+        timings = result.timings_ms
+        answer.saliency_ms, answer.crop_ms = timings['saliency'], timings['crop']
+        answer.answer_ms = timings['answer']
+        if result.box is not None:
+            answer.crop = RegionOfInterest(
+                x_offset=result.box.x0, y_offset=result.box.y0,
+                width=result.box.width, height=result.box.height,
+            )  # fmt: skip
+            answer.crop_score = float(result.score)
+        if job.done:  # timed out meanwhile: its TIMEOUT answer stands
+            return
+        if result.box is not None:
+            self.crop_boxes.publish(CropBox(
+                header=answer.header, id=job.id, camera=answer.camera, roi=answer.crop,
+                score=answer.crop_score))  # fmt: skip
+            if self.settings.publish_saliency and result.saliency is not None:
+                from ..visualize import saliency_overlay
+
+                overlay = saliency_overlay(rgb, result.saliency, result.box)
+                self.saliency.publish(bgr_image_message(overlay, answer.header))
+        self._finish(job, answer)
+
+    def _model_error_text(self, error: Exception) -> str:
+        """Return a MODEL_ERROR reason; free cached GPU memory after an out-of-memory error."""
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError):
+            torch.cuda.empty_cache()
+            return f'out of GPU memory ({error}); try a smaller image or tile_threshold'
+        if isinstance(error, ValueError):
+            return f'cannot answer: {error}'
+        self.get_logger().error(f'model error:\n{traceback.format_exc()}')
+        return f'model failed: {type(error).__name__}: {error}'
+
+    def _frame_for(self, job: Job):
+        """Return (header, rgb, camera) of the image the job is about, or raise AnswerError."""
+        if job.image is not None:
+            camera, message = REQUEST_IMAGE_CAMERA, job.image
+        else:
+            camera = job.camera or self.settings.default_camera
+            buffer = self._buffers.get(camera)
+            if buffer is None:
+                raise AnswerError(Answer.NOT_READY, f'the {camera} camera is not subscribed')
+            try:
+                frame = buffer.choose(
+                    job.stamp_ns,
+                    self.get_clock().now().nanoseconds,
+                    int(self.settings.max_image_age * 1e9),
+                )
+            except FrameChoiceError as error:
+                raise AnswerError(getattr(Answer, error.status), str(error)) from None
+            message = frame.message
+        try:
+            rgb = decode_rgb(message)
+        except BadImageError as error:
+            raise AnswerError(Answer.BAD_IMAGE, f'{camera} image: {error}') from None
+        return message.header, rgb, camera
+
+    # ----- answers -----------------------------------------------------------------------------
+
+    def _blank_answer(self, job: Job) -> Answer:
+        """Return an Answer carrying the job's identity, nothing decided yet."""
+        answer = Answer(id=job.id, question=job.question, model=self.settings.model)
+        answer.camera = REQUEST_IMAGE_CAMERA if job.image is not None else job.camera
+        answer.method = job.method
+        answer.header = Header()
+        return answer
+
+    def _refusal_answer(self, job: Job, refusal: AnswerError) -> Answer:
+        """Return an error Answer for ``job``."""
+        answer = self._blank_answer(job)
+        answer.status, answer.error = refusal.status, str(refusal)
+        return answer
+
+    def _finish(self, job: Job, answer: Answer) -> None:
+        """Decide ``job`` with ``answer`` and publish it, exactly once per job."""
+        if answer.status != Answer.OK and not answer.error:
+            raise AssertionError('an error answer needs a reason')
+        answer.total_ms = (time.monotonic() - job.arrival) * 1000.0
+        if not job.finish(answer):
+            return
+        with self._in_flight_lock:
+            if self._in_flight.get(job.id) is job:
+                del self._in_flight[job.id]
+        self.answers.publish(answer)
+        if answer.status != Answer.OK:
+            self.get_logger().warning(f'question {job.id}: status {answer.status}: {answer.error}')
+
+    # ----- parameters --------------------------------------------------------------------------
+
+    def _on_parameters_set(self, parameters) -> None:
+        """Take accepted parameter changes into effect."""
+        self.settings = Settings.from_node(self)
+        self._queue.capacity = self.settings.max_pending
+
+
+def main(args=None) -> None:
+    """Run the node with a multi-threaded executor until shut down."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = VicropNode()
+        if node.settings.autostart:
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+            else:
+                node.get_logger().error('configure failed: the node stays unconfigured')
+        executor = MultiThreadedExecutor(num_threads=16)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.stop()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,183 @@
+"""
+The node's parameters: one table with defaults, descriptions, ranges and allowed values.
+
+``declare_parameters`` declares them all with ``ParameterDescriptor``s (read-only where a change
+needs a reload or a resubscription) and installs a validating on-set callback, so a bad value,
+from a params file at start-up or ``ros2 param set`` at run time, is refused with a reason.
+"""
+
+from dataclasses import dataclass, fields
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.node import Node
+
+CAMERAS = ('head', 'wrist')
+METHODS = ('rel_att', 'grad_att', 'pure_grad', 'none')
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One parameter: name, default, description and constraints."""
+
+    name: str
+    default: object
+    description: str
+    read_only: bool = False
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+def _camera_specs(camera: str) -> list[Spec]:
+    """Return the three parameters of one camera."""
+    return [
+        Spec(f'{camera}.topic', f'/{camera}_camera/image_raw',
+             f'Image topic of the {camera} camera.', read_only=True),
+        Spec(f'{camera}.transport', 'raw',
+             "'raw' (sensor_msgs/Image) or 'compressed' (sensor_msgs/CompressedImage).",
+             read_only=True, choices=('raw', 'compressed')),
+        Spec(f'{camera}.reliability', 'best_effort',
+             "Camera QoS reliability: 'best_effort' (sensor-data default) or 'reliable'; must "
+             'suit the publisher (a reliable subscriber sees no best-effort camera).',
+             read_only=True, choices=('best_effort', 'reliable')),
+    ]  # fmt: skip
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec('model', 'llava-hf/llava-1.5-7b-hf',
+         'Model id (local Hugging Face cache) or directory written by save_pretrained.',
+         read_only=True),
+    Spec('method', 'rel_att', 'Default ViCrop method for questions that name none.',
+         choices=METHODS),
+    Spec('device', 'auto', "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'.",
+         read_only=True),
+    Spec('dtype', 'auto', "'auto' (bfloat16 on CUDA, float32 on CPU), 'float32', 'bfloat16' "
+         "or 'float16'.", read_only=True, choices=('auto', 'float32', 'bfloat16', 'float16')),
+    Spec('attention_layer', -1,
+         "Decoder layer whose attention makes the map; -1 = the paper's layer for the model.",
+         minimum=-1, maximum=1024),
+    Spec('max_new_tokens', 16, 'Upper bound on the answer length in tokens.',
+         minimum=1, maximum=1024),
+    Spec('default_camera', 'head', 'Camera for questions that name none.', choices=CAMERAS),
+    *_camera_specs('head'),
+    *_camera_specs('wrist'),
+    Spec('buffer_length', 30, 'Frames kept per camera (ring buffer of undecoded messages).',
+         read_only=True, minimum=1, maximum=1000),
+    Spec('max_image_age', 1.0,
+         'Seconds a frame may be older than now (or away from the requested stamp).',
+         minimum=0.001, maximum=86400.0),
+    Spec('max_pending', 4, 'Questions that may wait for the model; more are answered BUSY.',
+         minimum=1, maximum=1000),
+    Spec('timeout', 30.0, 'Seconds a question may take before it is answered TIMEOUT.',
+         minimum=0.1, maximum=3600.0),
+    Spec('publish_saliency', True, 'Publish the heatmap-with-box image on ~/saliency.'),
+    Spec('tile_threshold', 1024,
+         'Frames with a longer side (pixels) get one saliency map per tile.',
+         minimum=64, maximum=65536),
+    Spec('autostart', True,
+         'Configure (load the model) and activate at start-up, as a plain node would.',
+         read_only=True),
+)  # fmt: skip
+SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The parameter values, read at once (attribute names: dots become underscores)."""
+
+    model: str
+    method: str
+    device: str
+    dtype: str
+    attention_layer: int
+    max_new_tokens: int
+    default_camera: str
+    head_topic: str
+    head_transport: str
+    head_reliability: str
+    wrist_topic: str
+    wrist_transport: str
+    wrist_reliability: str
+    buffer_length: int
+    max_image_age: float
+    max_pending: int
+    timeout: float
+    publish_saliency: bool
+    tile_threshold: int
+    autostart: bool
+
+    @classmethod
+    def from_node(cls, node: Node) -> 'Settings':
+        """Read every parameter of ``node``."""
+        return cls(
+            **{f.name: node.get_parameter(_parameter_name(f.name)).value for f in fields(cls)}
+        )
+
+    def camera(self, name: str) -> tuple[str, str, str]:
+        """Return (topic, transport, reliability) of camera ``name``."""
+        return (
+            getattr(self, f'{name}_topic'),
+            getattr(self, f'{name}_transport'),
+            getattr(self, f'{name}_reliability'),
+        )
+
+
+def _parameter_name(field_name: str) -> str:
+    """Return the parameter behind a Settings field ('head_topic' -> 'head.topic')."""
+    camera, _, key = field_name.partition('_')
+    return f'{camera}.{key}' if camera in CAMERAS else field_name
+
+
+def check_value(name: str, value) -> str | None:
+    """Return why ``value`` is not allowed for parameter ``name``, or None when it is."""
+    spec = SPEC_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f'{name} must be one of {", ".join(spec.choices)}; got {value!r}'
+    if spec.minimum is not None and not spec.minimum <= value <= spec.maximum:
+        return f'{name} must be in [{spec.minimum}, {spec.maximum}]; got {value!r}'
+    if name == 'model' and not str(value).strip():
+        return 'model must name a model id or directory'
+    return None
+
+
+def _descriptor(spec: Spec) -> ParameterDescriptor:
+    """Return the ParameterDescriptor of ``spec``."""
+    description = spec.description
+    if spec.choices:
+        description += f' One of: {", ".join(spec.choices)}.'
+    descriptor = ParameterDescriptor(description=description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = f'one of: {", ".join(spec.choices)}'
+    if spec.minimum is not None:
+        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            descriptor.integer_range = [
+                IntegerRange(from_value=int(spec.minimum), to_value=int(spec.maximum), step=1)
+            ]
+        else:
+            descriptor.floating_point_range = [
+                FloatingPointRange(from_value=spec.minimum, to_value=spec.maximum, step=0.0)
+            ]
+    return descriptor
+
+
+def _validate(parameters) -> SetParametersResult:
+    """On-set callback: refuse the whole set when any value is not allowed."""
+    for parameter in parameters:
+        reason = check_value(parameter.name, parameter.value)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+    return SetParametersResult(successful=True)
+
+
+def declare_parameters(node: Node) -> None:
+    """Declare every parameter of :data:`SPECS` on ``node`` with validation."""
+    node.add_on_set_parameters_callback(_validate)
+    for spec in SPECS:
+        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
