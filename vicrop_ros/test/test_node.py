@@ -220,6 +220,18 @@ def test_goal_canceled_while_queued_ends_canceled(client):
     assert len(answers['goal-cancel']) == 1 and len(answers['slow']) == 1
 
 
+def test_question_past_its_timeout_is_answered_timeout_once(client):
+    big = random_image(2400, 1800, seed=14)
+    publish_and_settle(client, 'head', big, client.now(), 'head_big')
+    client.ask_topic(Question(id='slow-2', question='Where is the label?', method='pure_grad'))
+    time.sleep(0.2)
+    answer = client.call_ask(Ask.Request(id='hurry', question='Quick?', timeout=0.3))
+    assert answer.status == Answer.TIMEOUT
+    assert answer.error == 'not answered within 0.3 s (while waiting in the queue)'
+    answers = client.wait_answers(['slow-2', 'hurry'], settle_s=1.0)
+    assert len(answers['hurry']) == 1 and answers['slow-2'][0].status == Answer.OK
+
+
 def test_burst_over_max_pending_gets_busy_and_one_answer_each(client):
     publish_and_settle(
         client, 'head', random_image(640, 480, seed=12), client.now(), 'head_optical'
