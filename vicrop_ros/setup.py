@@ -26,6 +26,8 @@ setup(
         'console_scripts': [
             'vicrop = vicrop_ros.cli:main',
             'vicrop_node = vicrop_ros.ros.node:main',
+            'vicrop-replay = vicrop_ros.ros.replay:main',
+            'vicrop-make-demo-bag = vicrop_ros.ros.demo_bag:main',
         ],
     },
 )

@@ -103,8 +103,8 @@ class VicropClient:
     def close(self) -> None:
         """Stop spinning and destroy the client node."""
         self.executor.shutdown()
-        self.node.destroy_node()
         self._thread.join(timeout=5)
+        self.node.destroy_node()
 
     def now(self):
         """Return the client's clock as a builtin_interfaces/Time."""

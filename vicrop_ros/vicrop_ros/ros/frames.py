@@ -1,14 +1,15 @@
 """
 Per-camera ring buffers of received frames, and the choice of the frame a question is about.
 
-A frame is kept as the received message (decoded only when a question needs it) with its stamp in
-integer nanoseconds: the header stamp, or the receive time when a driver leaves the stamp zero.
+A frame is kept as the received serialized (CDR) bytes, deserialized and decoded only when a
+question needs it, with its stamp in integer nanoseconds: the header stamp (read straight from the
+bytes), or the receive time when a driver leaves the stamp zero.
 """
 
 from collections import deque
 from dataclasses import dataclass
+import struct
 import threading
-from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,20 @@ class Frame:
     """One received camera message."""
 
     stamp_ns: int  # header stamp (or receive time if the header stamp is zero), nanoseconds
-    message: Any  # sensor_msgs/Image or sensor_msgs/CompressedImage, undecoded
+    data: bytes  # the serialized sensor_msgs/Image or sensor_msgs/CompressedImage (CDR)
+    message_type: type  # Image or CompressedImage
+
+
+def header_stamp_ns(cdr: bytes) -> int:
+    """
+    Return the header stamp, in nanoseconds, of a serialized message that starts with a Header.
+
+    CDR: a 4-byte encapsulation header (byte 1: 0 big-endian, 1 little-endian), then
+    ``std_msgs/Header.stamp`` as int32 seconds and uint32 nanoseconds.
+    """
+    order = '<' if cdr[1] & 1 else '>'
+    seconds, nanoseconds = struct.unpack_from(f'{order}iI', cdr, 4)
+    return seconds * 1_000_000_000 + nanoseconds
 
 
 class FrameChoiceError(Exception):

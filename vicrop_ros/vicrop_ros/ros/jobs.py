@@ -10,6 +10,8 @@ from sensor_msgs.msg import Image
 
 from vicrop_interfaces.msg import Answer
 
+from .frames import Frame
+
 
 @dataclass(eq=False)
 class Job:
@@ -27,12 +29,18 @@ class Job:
     stamp_ns: int  # the frame at this time; 0 = newest
     timeout_s: float  # seconds from arrival to TIMEOUT
     image: Image | None = None  # an image sent with the request instead of a camera frame
+    frame: Frame | None = None  # the camera frame chosen on arrival (undecoded)
     on_stage: Callable[[str], None] | None = None  # progress: 'queued', 'saliency', ...
     arrival: float = field(default_factory=time.monotonic)  # time.monotonic() seconds
     started: float | None = None  # when the worker took it (monotonic seconds)
     _answer: Answer | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def source(self) -> str:
+        """Return where the image comes from: 'image' (sent with the request) or the camera."""
+        return 'image' if self.image is not None else self.camera
 
     @property
     def deadline(self) -> float:

@@ -25,6 +25,7 @@ from rclpy.qos import (
     ReliabilityPolicy,
     qos_profile_sensor_data,
 )
+from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import Header
 
@@ -32,7 +33,7 @@ from vicrop_interfaces.action import AskQuestion
 from vicrop_interfaces.msg import Answer, CropBox, Question
 from vicrop_interfaces.srv import Ask
 
-from .frames import Frame, FrameBuffer, FrameChoiceError
+from .frames import Frame, FrameBuffer, FrameChoiceError, header_stamp_ns
 from .images import BadImageError, bgr_image_message, decode_rgb
 from .jobs import Job, JobQueue
 from .params import CAMERAS, METHODS, Settings, declare_parameters
@@ -42,13 +43,13 @@ RESULTS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 FEEDBACK_QOS = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
+FRAME_WAIT_S = 1.0  # longest wait for the frame of a question stamped after the newest frame
 STAGES = {
     'queued': AskQuestion.Feedback.QUEUED,
     'saliency': AskQuestion.Feedback.SALIENCY,
     'cropping': AskQuestion.Feedback.CROPPING,
     'answering': AskQuestion.Feedback.ANSWERING,
 }
-REQUEST_IMAGE_CAMERA = 'image'  # Answer.camera for an image sent with the request
 
 
 class AnswerError(Exception):
@@ -181,13 +182,14 @@ class VicropNode(LifecycleNode):
         self._buffers[camera] = buffer
         message_type = CompressedImage if transport == 'compressed' else Image
 
-        def store(msg, buffer=buffer):
-            stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-            buffer.add(Frame(stamp_ns or self.get_clock().now().nanoseconds, msg))
+        def store(data: bytes, buffer=buffer) -> None:
+            # Serialized bytes only: no Python message is built for frames nobody asks about.
+            stamp_ns = header_stamp_ns(data) or self.get_clock().now().nanoseconds
+            buffer.add(Frame(stamp_ns, data, message_type))
 
         self._camera_subscriptions.append(
             self.create_subscription(
-                message_type, topic, store, qos, callback_group=self._cameras_group
+                message_type, topic, store, qos, callback_group=self._cameras_group, raw=True
             )
         )
         self.get_logger().info(f'{camera} camera: {topic} ({transport}, {reliability})')
@@ -265,6 +267,7 @@ class VicropNode(LifecycleNode):
         """Check and queue a job, or decide it at once (NOT_READY, BAD_REQUEST, BUSY)."""
         try:
             self._check_request(job)
+            self._choose_frame(job)
             with self._in_flight_lock:
                 if job.id in self._in_flight:
                     raise AnswerError(
@@ -346,8 +349,10 @@ class VicropNode(LifecycleNode):
                 raise AnswerError(
                     Answer.NOT_READY, 'the model was unloaded before this question ran'
                 )
-            header, rgb, camera = self._frame_for(job)
-            answer.header, answer.camera = header, camera
+            if job.image is None and job.frame is None:
+                self._choose_frame(job, wait_s=min(self.settings.max_image_age, FRAME_WAIT_S))
+            header, rgb = self._decode(job)
+            answer.header, answer.camera = header, job.source
             answer.image_width, answer.image_height = int(rgb.shape[1]), int(rgb.shape[0])
             method = job.method or self.settings.method
             answer.method = method
@@ -403,36 +408,56 @@ class VicropNode(LifecycleNode):
         self.get_logger().error(f'model error:\n{traceback.format_exc()}')
         return f'model failed: {type(error).__name__}: {error}'
 
-    def _frame_for(self, job: Job):
-        """Return (header, rgb, camera) of the image the job is about, or raise AnswerError."""
+    def _choose_frame(self, job: Job, wait_s: float = 0.0) -> None:
+        """
+        Pick the camera frame a question is about (undecoded) into ``job.frame``.
+
+        Raises AnswerError for NO_IMAGE or STALE_IMAGE. Called on arrival with ``wait_s`` 0, so
+        that "the frame at this time" does not depend on the queue; when the question's stamp is
+        newer than every buffered frame, its frame may still be on the way: the choice is left
+        to the worker, which waits up to ``wait_s`` for a frame at or after the stamp.
+        """
         if job.image is not None:
-            camera, message = REQUEST_IMAGE_CAMERA, job.image
+            return
+        camera = job.camera or self.settings.default_camera
+        buffer = self._buffers.get(camera)
+        if buffer is None:
+            raise AnswerError(Answer.NOT_READY, f'the {camera} camera is not subscribed')
+        job.camera = camera
+        deadline = time.monotonic() + wait_s
+        while job.stamp_ns and (buffer.newest_stamp_ns() or 0) < job.stamp_ns:
+            if wait_s == 0.0:
+                return  # decided by the worker
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        try:
+            job.frame = buffer.choose(
+                job.stamp_ns,
+                self.get_clock().now().nanoseconds,
+                int(self.settings.max_image_age * 1e9),
+            )
+        except FrameChoiceError as error:
+            raise AnswerError(getattr(Answer, error.status), str(error)) from None
+
+    def _decode(self, job: Job):
+        """Return (header, rgb) of the job's image, or raise AnswerError (BAD_IMAGE)."""
+        if job.image is not None:
+            message = job.image
         else:
-            camera = job.camera or self.settings.default_camera
-            buffer = self._buffers.get(camera)
-            if buffer is None:
-                raise AnswerError(Answer.NOT_READY, f'the {camera} camera is not subscribed')
-            try:
-                frame = buffer.choose(
-                    job.stamp_ns,
-                    self.get_clock().now().nanoseconds,
-                    int(self.settings.max_image_age * 1e9),
-                )
-            except FrameChoiceError as error:
-                raise AnswerError(getattr(Answer, error.status), str(error)) from None
-            message = frame.message
+            message = deserialize_message(job.frame.data, job.frame.message_type)
         try:
             rgb = decode_rgb(message)
         except BadImageError as error:
-            raise AnswerError(Answer.BAD_IMAGE, f'{camera} image: {error}') from None
-        return message.header, rgb, camera
+            raise AnswerError(Answer.BAD_IMAGE, f'{job.source} image: {error}') from None
+        return message.header, rgb
 
     # ----- answers -----------------------------------------------------------------------------
 
     def _blank_answer(self, job: Job) -> Answer:
         """Return an Answer carrying the job's identity, nothing decided yet."""
         answer = Answer(id=job.id, question=job.question, model=self.settings.model)
-        answer.camera = REQUEST_IMAGE_CAMERA if job.image is not None else job.camera
+        answer.camera = job.source
         answer.method = job.method
         answer.header = Header()
         return answer

@@ -1,0 +1,145 @@
+"""Rosbag replay into the node: one answer per scripted question, determinism, bag time."""
+
+import json
+from pathlib import Path
+import subprocess
+
+from node_helpers import start_node, stop_node
+import pytest
+import yaml
+
+from vicrop_ros.ros.demo_bag import START_NS, WRIST_TOPIC, write_demo_bag
+
+pytestmark = [pytest.mark.dds, pytest.mark.slow, pytest.mark.timeout(300)]
+RATE_HZ = 30.0
+
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    """Write a small demo bag (2 s, 30 Hz, sqlite3 storage) and its question script."""
+    out = tmp_path_factory.mktemp('demo')
+    bag, script = write_demo_bag(
+        out, seconds=2.0, rate_hz=RATE_HZ, head_size=(320, 240), wrist_size=(640, 360),
+        storage='sqlite3',
+    )  # fmt: skip
+    return bag, script
+
+
+@pytest.fixture(scope='module')
+def sim_time_node(tiny_model_dir):
+    process = start_node(
+        tiny_model_dir('llava'),
+        'use_sim_time:=true',
+        f'wrist.topic:={WRIST_TOPIC}',
+        'wrist.transport:=compressed',
+        'head.reliability:=reliable',
+        'wrist.reliability:=reliable',
+        'max_new_tokens:=3',
+        'max_pending:=8',
+        name='vicrop_replay_target',
+    )
+    yield '/vicrop_replay_target'
+    stop_node(process)
+
+
+def replay(bag, script, node, *extra, timeout=240):
+    command = ['vicrop-replay', str(bag), '--script', str(script), '--node', node, '--clock']
+    return subprocess.run(
+        command + [str(e) for e in extra], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def read_report(path: Path) -> tuple[dict, dict]:
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    questions = {e['id']: e for e in entries if e['kind'] == 'question'}
+    (summary,) = [e for e in entries if e['kind'] == 'summary']
+    return questions, summary
+
+
+def frame_stamps() -> set[str]:
+    stamps = set()
+    for index in range(int(2.0 * RATE_HZ)):
+        ns = START_NS + int(index * 1e9 / RATE_HZ)
+        stamps.add(f'{ns // 10**9}.{ns % 10**9:09d}')
+    return stamps
+
+
+def test_replay_answers_every_question_once_with_bag_stamps(demo, sim_time_node, tmp_path):
+    bag, script = demo
+    report, out_bag = tmp_path / 'report.jsonl', tmp_path / 'outputs'
+    saliency = tmp_path / 'saliency'
+    result = replay(bag, script, sim_time_node, '--report', report, '--out-bag', out_bag,
+                    '--saliency-dir', saliency)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    questions, summary = read_report(report)
+    scripted = yaml.safe_load(script.read_text())['questions']
+    assert set(questions) == {q['id'] for q in scripted}
+    stamps = frame_stamps()
+    for entry in questions.values():
+        assert entry['answers_received'] == 1 and entry['status'] == 'OK', entry
+        assert entry['image_stamp'] in stamps  # the stamp of a frame from the bag
+        seconds = float(entry['image_stamp']) - START_NS / 1e9
+        assert abs(seconds - entry['at']) <= 1 / RATE_HZ  # the frame at the question's time
+    assert summary['messages'] == 2 * int(2.0 * RATE_HZ)
+    assert abs(summary['rate_achieved'] - 1.0) < 0.05
+    assert sorted(p.stem for p in saliency.glob('*.png')) == sorted(questions)
+    assert (out_bag / 'metadata.yaml').is_file()
+    from rosbags.highlevel import AnyReader
+
+    with AnyReader([out_bag]) as reader:
+        topics = {c.topic: c.msgcount for c in reader.connections}
+    assert topics[f'{sim_time_node}/answers'] == len(questions)
+
+
+def test_replay_is_deterministic_and_the_golden_check_catches_a_change(
+    demo, sim_time_node, tmp_path
+):
+    bag, script = demo
+    first, second = tmp_path / 'first.jsonl', tmp_path / 'second.jsonl'
+    assert replay(bag, script, sim_time_node, '--report', first).returncode == 0
+    result = replay(bag, script, sim_time_node, '--report', second, '--golden', first)
+    assert result.returncode == 0, result.stdout
+    one, two = read_report(first)[0], read_report(second)[0]
+    for key in ('answer', 'box', 'image_stamp', 'status'):
+        assert {i: e[key] for i, e in one.items()} == {i: e[key] for i, e in two.items()}
+
+    planted = tmp_path / 'planted.jsonl'
+    lines = first.read_text().splitlines()
+    entry = json.loads(lines[0])
+    entry['box'] = [0, 0, 1, 1]
+    planted.write_text('\n'.join([json.dumps(entry), *lines[1:]]) + '\n')
+    result = replay(bag, script, sim_time_node, '--golden', planted)
+    assert result.returncode == 1
+    assert 'differs from the golden report' in result.stdout and entry['id'] in result.stdout
+
+
+def test_stale_checks_use_bag_time_with_sim_time(demo, sim_time_node, tmp_path):
+    """The bag is from 2023: fresh by /clock, so 'newest' is OK; after the bag it goes stale."""
+    bag, _ = demo
+    script = tmp_path / 'clock.jsonl'
+    script.write_text('\n'.join(json.dumps(q) for q in [
+        {'at': 1.0, 'id': 'fresh', 'camera': 'head', 'question': 'q?', 'stamp': 'newest'},
+        {'at': 4.0, 'id': 'stale', 'camera': 'head', 'question': 'q?', 'stamp': 'newest'},
+    ]) + '\n')  # fmt: skip
+    report = tmp_path / 'report.jsonl'
+    replay(bag, script, sim_time_node, '--report', report)
+    questions, _ = read_report(report)
+    assert questions['fresh']['status'] == 'OK', questions['fresh']
+    assert questions['stale']['status'] == 'STALE_IMAGE'
+    assert 'old (max_image_age 1.000 s)' in questions['stale']['error']
+
+
+def test_failed_expectations_and_bad_scripts_exit_non_zero(demo, sim_time_node, tmp_path):
+    bag, _ = demo
+    script = tmp_path / 'expect.yaml'
+    script.write_text(yaml.safe_dump({'questions': [
+        {'at': 0.5, 'id': 'label', 'camera': 'head', 'question': 'What does the label say?',
+         'expect': {'answer': 'zzz-not-an-answer'}},
+    ]}))  # fmt: skip
+    result = replay(bag, script, sim_time_node)
+    assert result.returncode == 1
+    assert "does not contain 'zzz-not-an-answer'" in result.stdout
+    broken = tmp_path / 'broken.yaml'
+    broken.write_text(yaml.safe_dump({'questions': [{'id': 'x'}]}))
+    result = replay(bag, broken, sim_time_node)
+    assert result.returncode == 2 and 'needs at least "at" and "question"' in result.stderr

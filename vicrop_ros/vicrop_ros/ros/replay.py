@@ -1,0 +1,397 @@
+"""
+``vicrop-replay``: play a rosbag2 into live topics, ask scripted questions, check the answers.
+
+    vicrop-replay BAG --script questions.yaml [--rate 1.0] [--clock] [--remap OLD:=NEW ...]
+                  [--out-bag OUT] [--report report.jsonl] [--saliency-dir DIR] [--golden G.jsonl]
+
+Any bag with Image/CompressedImage topics works (mcap or sqlite3; stored bytes are published as
+they are). The script (YAML ``questions:`` list, or JSONL) gives per question ``at`` (seconds after
+the bag's first message), ``question``, and optionally ``id``, ``camera``, ``method``,
+``stamp`` ('bag' = the bag time at ``at``, default; 'newest' = the newest frame) and ``expect``
+(``answer``: case-insensitive substring; ``region``: [x0, y0, x1, y1] source pixels the crop must
+contain). Exit status 1 when a question got no answer (or more than one) within ``--timeout``,
+an expectation failed, or the answers differ from ``--golden``.
+"""
+
+import argparse
+from dataclasses import dataclass, field
+import json
+from pathlib import Path
+import sys
+import threading
+import time
+
+import cv2
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+from rosbags.highlevel import AnyReader
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import Image
+import yaml
+
+from vicrop_interfaces.msg import Answer, Question
+
+from .bags import message_class, typestore
+from .images import decode_rgb
+
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+STATUS_NAMES = {
+    getattr(Answer, name): name
+    for name in ('OK', 'NO_IMAGE', 'STALE_IMAGE', 'BAD_REQUEST', 'BUSY', 'MODEL_ERROR',
+                 'TIMEOUT', 'CANCELED', 'BAD_IMAGE', 'NOT_READY')
+}  # fmt: skip
+OUTPUTS = (('answers', 'vicrop_interfaces/msg/Answer'),
+           ('crop_boxes', 'vicrop_interfaces/msg/CropBox'),
+           ('saliency', 'sensor_msgs/msg/Image'))  # fmt: skip
+
+
+@dataclass
+class ScriptedQuestion:
+    """One question of the script and what became of it."""
+
+    at: float  # seconds after the bag's first message
+    id: str
+    question: str
+    camera: str = ''
+    method: str = ''
+    stamp: str = 'bag'  # 'bag' (the bag time at ``at``) or 'newest'
+    expect: dict = field(default_factory=dict)
+    sent_wall: float | None = None  # time.monotonic() when published
+    answers: list = field(default_factory=list)  # (Answer, time.monotonic()) received
+
+
+def load_script(path: Path) -> list[ScriptedQuestion]:
+    """Read a YAML (``questions:`` list) or JSONL question script, sorted by ``at``."""
+    text = path.read_text()
+    if path.suffix == '.jsonl':
+        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        entries = (yaml.safe_load(text) or {}).get('questions', [])
+    questions = []
+    for index, entry in enumerate(entries):
+        if 'question' not in entry or 'at' not in entry:
+            raise ValueError(f'{path}: question {index} needs at least "at" and "question"')
+        questions.append(ScriptedQuestion(
+            at=float(entry['at']), id=str(entry.get('id', f'q{index}')),
+            question=entry['question'], camera=entry.get('camera', ''),
+            method=entry.get('method', ''), stamp=entry.get('stamp', 'bag'),
+            expect=entry.get('expect') or {},
+        ))  # fmt: skip
+    ids = [q.id for q in questions]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f'{path}: question ids must be unique')
+    return sorted(questions, key=lambda q: q.at)
+
+
+class Replayer:
+    """Publishes a bag's messages and the questions on time, and collects the node's outputs."""
+
+    def __init__(self, args: argparse.Namespace, context):
+        """Create publishers for the bag's topics and subscriptions to the node's outputs."""
+        self.args = args
+        self.node = rclpy.create_node('vicrop_replay', context=context)
+        self.remaps = dict(item.split(':=', 1) for item in args.remap)
+        self.publishers = {}
+        self.clock = self.node.create_publisher(Clock, '/clock', 10) if args.clock else None
+        prefix = args.node.rstrip('/')
+        self.questions = self.node.create_publisher(Question, f'{prefix}/questions', RELIABLE)
+        self.recorded: list[tuple[str, str, int, bytes]] = []  # topic, type, bag ns, raw
+        self.bag_now_ns = 0
+        self.by_id: dict[str, ScriptedQuestion] = {}
+        self.saliency: list[Image] = []
+        self._lock = threading.Lock()
+        for name, msgtype in OUTPUTS:
+            topic = f'{prefix}/{name}'
+            self.node.create_subscription(
+                message_class(msgtype), topic,
+                lambda raw, t=topic, m=msgtype: self._record(t, m, raw), RELIABLE, raw=True,
+            )  # fmt: skip
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self._spinner = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spinner.start()
+
+    def _record(self, topic: str, msgtype: str, raw: bytes) -> None:
+        """Keep an output message for the output bag; route answers to their question."""
+        received = time.monotonic()
+        with self._lock:
+            self.recorded.append((topic, msgtype, self.bag_now_ns, raw))
+        if msgtype.endswith('/Answer'):
+            answer = deserialize_message(raw, Answer)
+            scripted = self.by_id.get(answer.id)
+            if scripted is not None:
+                scripted.answers.append((answer, received))
+        elif msgtype == 'sensor_msgs/msg/Image':
+            self.saliency.append(deserialize_message(raw, Image))
+
+    def publisher(self, topic: str, msgtype: str):
+        """Return (creating once) the publisher of a bag topic, remapped."""
+        if topic not in self.publishers:
+            self.publishers[topic] = self.node.create_publisher(
+                message_class(msgtype), self.remaps.get(topic, topic), RELIABLE
+            )
+        return self.publishers[topic]
+
+    def wait_for_subscribers(self, topics: list[str], timeout_s: float) -> None:
+        """Wait until the node listens to the questions and every camera topic of the bag."""
+        deadline = time.monotonic() + timeout_s
+        waiting = [self.questions] + [self.publishers[t] for t in topics]
+        while any(p.get_subscription_count() == 0 for p in waiting):
+            if time.monotonic() > deadline:
+                missing = [p.topic_name for p in waiting if p.get_subscription_count() == 0]
+                raise TimeoutError(f'nobody subscribes to {missing} after {timeout_s} s')
+            time.sleep(0.05)
+
+    def tick_clock(self, bag_ns: int) -> None:
+        """Advance the bag time (and /clock when enabled)."""
+        self.bag_now_ns = bag_ns
+        if self.clock is not None:
+            message = Clock()
+            message.clock.sec, message.clock.nanosec = divmod(bag_ns, 1_000_000_000)
+            self.clock.publish(message)
+
+    def ask(self, scripted: ScriptedQuestion, start_ns: int) -> None:
+        """Publish one scripted question."""
+        message = Question(
+            id=scripted.id, question=scripted.question, camera=scripted.camera,
+            method=scripted.method,
+        )  # fmt: skip
+        if scripted.stamp != 'newest':
+            stamp_ns = start_ns + int(scripted.at * 1e9)
+            message.header.stamp.sec, message.header.stamp.nanosec = divmod(stamp_ns, 10**9)
+        self.by_id[scripted.id] = scripted
+        scripted.sent_wall = time.monotonic()
+        self.questions.publish(message)
+
+    def close(self) -> None:
+        """Stop spinning and destroy the node."""
+        self.executor.shutdown()
+        self._spinner.join(timeout=5)
+        self.node.destroy_node()
+
+
+def play(args: argparse.Namespace, questions: list[ScriptedQuestion], context) -> dict:
+    """Play the bag with the questions on time; return playback figures."""
+    replayer = Replayer(args, context)
+    try:
+        with AnyReader([Path(args.bag)]) as reader:
+            cameras = [c for c in reader.connections if c.msgtype in (
+                'sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')]  # fmt: skip
+            if not cameras:
+                raise ValueError(f'{args.bag} has no Image or CompressedImage topic')
+            for connection in reader.connections:
+                replayer.publisher(connection.topic, connection.msgtype)
+            replayer.wait_for_subscribers(sorted({c.topic for c in cameras}), args.wait)
+            start_ns, end_ns = reader.start_time, reader.end_time
+            replayer.tick_clock(start_ns)
+            time.sleep(0.2)  # let the clock reach the node before the first frame
+            pending = list(questions)
+            wall_start = time.monotonic()
+
+            def wait_until(bag_ns: int) -> None:
+                target = wall_start + (bag_ns - start_ns) / 1e9 / args.rate
+                while (delay := target - time.monotonic()) > 0:
+                    time.sleep(min(delay, 0.01))
+
+            def due_wall(scripted: ScriptedQuestion) -> float:
+                # Sent --question-lag after its bag time, so that time's frames have arrived.
+                return wall_start + scripted.at / args.rate + args.question_lag
+
+            def ask_due() -> None:
+                while pending and time.monotonic() >= due_wall(pending[0]):
+                    replayer.ask(pending.pop(0), start_ns)
+
+            published = 0
+            for connection, timestamp, raw in reader.messages():
+                ask_due()
+                wait_until(timestamp)
+                replayer.tick_clock(timestamp)
+                replayer.publisher(connection.topic, connection.msgtype).publish(raw)
+                published += 1
+            playback_s = time.monotonic() - wall_start
+            for scripted in list(pending):  # after the last message the clock goes on
+                question_ns = start_ns + int(scripted.at * 1e9)
+                if question_ns > replayer.bag_now_ns:
+                    wait_until(question_ns)
+                    replayer.tick_clock(question_ns)
+                while time.monotonic() < due_wall(scripted):
+                    time.sleep(0.01)
+                replayer.ask(pending.pop(0), start_ns)
+        deadline = time.monotonic() + args.timeout
+        while any(not q.answers for q in questions) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(args.settle)  # a second answer to one question would arrive now
+        bag_s = (end_ns - start_ns) / 1e9
+        return {
+            'messages': published,
+            'bag_duration_s': bag_s,
+            'playback_wall_s': playback_s,
+            'rate_requested': args.rate,
+            'rate_achieved': bag_s / playback_s if playback_s > 0 else None,
+            'recorded': list(replayer.recorded),
+            'saliency': list(replayer.saliency),
+        }
+    finally:
+        replayer.close()
+
+
+def check(scripted: ScriptedQuestion, golden: dict | None) -> tuple[dict, list[str]]:
+    """Return the report entry of one question and its failures."""
+    failures = []
+    entry = {'kind': 'question', 'id': scripted.id, 'at': scripted.at, 'camera': scripted.camera,
+             'question': scripted.question, 'answers_received': len(scripted.answers)}  # fmt: skip
+    if not scripted.answers:
+        return entry | {'status': None}, ['no answer']
+    if len(scripted.answers) > 1:
+        failures.append(f'{len(scripted.answers)} answers for one question')
+    answer, received = scripted.answers[0]
+    box = None
+    if answer.crop.width:
+        crop = answer.crop
+        box = [
+            crop.x_offset,
+            crop.y_offset,
+            crop.x_offset + crop.width,
+            crop.y_offset + crop.height,
+        ]
+    entry |= {
+        'status': STATUS_NAMES.get(answer.status, str(answer.status)), 'error': answer.error,
+        'answer': answer.answer, 'method': answer.method, 'box': box,
+        'image_stamp': f'{answer.header.stamp.sec}.{answer.header.stamp.nanosec:09d}',
+        'frame_id': answer.header.frame_id,
+        'latency_ms': round((received - scripted.sent_wall) * 1000, 1),
+    }  # fmt: skip
+    expected_answer = scripted.expect.get('answer')
+    if expected_answer is not None and expected_answer.lower() not in answer.answer.lower():
+        failures.append(f'answer {answer.answer!r} does not contain {expected_answer!r}')
+    region = scripted.expect.get('region')
+    if region is not None and not (box and box[0] <= region[0] and box[1] <= region[1]
+                                   and region[2] <= box[2] and region[3] <= box[3]):  # fmt: skip
+        failures.append(f'crop {box} does not contain the expected region {region}')
+    if golden is not None:
+        reference = golden.get(scripted.id)
+        keys = ('status', 'answer', 'box', 'image_stamp')
+        if reference is None:
+            failures.append('not in the golden report')
+        elif any(reference.get(k) != entry.get(k) for k in keys):
+            diff = {
+                k: (reference.get(k), entry.get(k))
+                for k in keys
+                if reference.get(k) != entry.get(k)
+            }
+            failures.append(f'differs from the golden report: {diff}')
+    return entry, failures
+
+
+def write_bag(path: Path, recorded: list) -> None:
+    """Write the recorded outputs into a rosbag2 (mcap)."""
+    store = typestore()
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connections = {}
+        for topic, msgtype, bag_ns, raw in recorded:
+            if topic not in connections:
+                connections[topic] = writer.add_connection(topic, msgtype, typestore=store)
+            writer.write(connections[topic], bag_ns, raw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser."""
+    parser = argparse.ArgumentParser(
+        prog='vicrop-replay', description=__doc__.strip().splitlines()[0]
+    )
+    parser.add_argument('bag', help='rosbag2 directory (mcap or sqlite3)')
+    parser.add_argument('--script', required=True, help='questions: YAML or JSONL')
+    parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
+    parser.add_argument('--clock', action='store_true', help='publish /clock (for use_sim_time)')
+    parser.add_argument('--remap', action='append', default=[], metavar='OLD:=NEW')
+    parser.add_argument('--node', default='/vicrop', help='the vicrop node (topic prefix)')
+    parser.add_argument('--out-bag', help='write the node outputs into this new bag (mcap)')
+    parser.add_argument('--report', help='write one JSON line per question (and a summary)')
+    parser.add_argument('--saliency-dir', help='write the saliency image of each answer here')
+    parser.add_argument('--golden', help='compare status, answer, box and stamp with this report')
+    parser.add_argument('--timeout', type=float, default=60.0, help='seconds to wait for answers')
+    parser.add_argument('--wait', type=float, default=60.0, help='seconds to wait for the node')
+    parser.add_argument('--settle', type=float, default=0.5, help='seconds to catch extra answers')
+    parser.add_argument(
+        '--question-lag', type=float, default=0.1,
+        help='wall seconds between a question\'s bag time and sending it (its stamp stays the bag '
+        'time), so the frames of that time have reached the node',
+    )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Replay, report, and return 0 only when every question passed."""
+    args = build_parser().parse_args(argv)
+    if args.rate <= 0:
+        print('vicrop-replay: error: --rate must be > 0', file=sys.stderr)
+        return 2
+    try:
+        questions = load_script(Path(args.script))
+        golden = None
+        if args.golden:
+            lines = Path(args.golden).read_text().splitlines()
+            golden = {e['id']: e for e in map(json.loads, lines) if e.get('kind') == 'question'}
+    except (OSError, ValueError) as error:
+        print(f'vicrop-replay: error: {error}', file=sys.stderr)
+        return 2
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        figures = play(args, questions, context)
+    except (OSError, ValueError, TimeoutError) as error:
+        print(f'vicrop-replay: error: {error}', file=sys.stderr)
+        return 2
+    finally:
+        rclpy.try_shutdown(context=context)
+    entries, failed = [], 0
+    for scripted in questions:
+        entry, failures = check(scripted, golden)
+        entry['failures'] = failures
+        failed += bool(failures)
+        entries.append(entry)
+        status = entry['status'] or 'NO ANSWER'
+        said = entry.get('answer') or entry.get('error', '')
+        print(f"[{scripted.at:6.2f} s] {scripted.id} ({scripted.camera or 'default'}): "
+              f'{scripted.question}\n    -> {status}: {said!r}'
+              f'  box={entry.get("box")}  latency={entry.get("latency_ms")} ms'
+              + (f'\n    FAILED: {"; ".join(failures)}' if failures else ''))  # fmt: skip
+    summary = {k: figures[k] for k in ('messages', 'bag_duration_s', 'playback_wall_s',
+                                       'rate_requested', 'rate_achieved')}  # fmt: skip
+    summary |= {'kind': 'summary', 'questions': len(questions), 'failed': failed}
+    print(f"replayed {summary['messages']} messages, {summary['bag_duration_s']:.2f} s of bag in "
+          f"{summary['playback_wall_s']:.2f} s (rate {summary['rate_achieved']:.3f}); "
+          f'{len(questions) - failed}/{len(questions)} questions passed')  # fmt: skip
+    if args.report:
+        lines = [json.dumps(e) for e in entries + [summary]]
+        Path(args.report).write_text('\n'.join(lines) + '\n')
+    if args.out_bag:
+        write_bag(Path(args.out_bag), figures['recorded'])
+    if args.saliency_dir:
+        write_saliency(Path(args.saliency_dir), questions, figures['saliency'])
+    return 1 if failed else 0
+
+
+def write_saliency(folder: Path, questions: list[ScriptedQuestion], images: list[Image]) -> None:
+    """Write each answer's saliency image as ``<id>.png`` (matched by the image header)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_header = {
+        (i.header.stamp.sec, i.header.stamp.nanosec, i.header.frame_id): i for i in images
+    }
+    for scripted in questions:
+        if not scripted.answers:
+            continue
+        header = scripted.answers[0][0].header
+        image = by_header.get((header.stamp.sec, header.stamp.nanosec, header.frame_id))
+        if image is not None:
+            cv2.imwrite(
+                str(folder / f'{scripted.id}.png'),
+                cv2.cvtColor(decode_rgb(image), cv2.COLOR_RGB2BGR),
+            )
+
+
+if __name__ == '__main__':
+    sys.exit(main())
