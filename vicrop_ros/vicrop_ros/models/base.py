@@ -81,9 +81,9 @@ class HfVisionLanguageModel:
         raise NotImplementedError
 
     @staticmethod
-    def load_processor(name_or_path: str):
+    def load_processor(name_or_path: str, trust_remote_code: bool = False):
         """Load the family's processor (image processor, tokenizer, chat template)."""
-        return AutoProcessor.from_pretrained(name_or_path)
+        return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
 
     def __init__(self, name: str, model: torch.nn.Module, processor):
         """Wrap a loaded ``model`` and its ``processor``; ``name``: the id or path loaded."""

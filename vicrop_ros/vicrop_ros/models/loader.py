@@ -41,7 +41,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def family_of(name_or_path: str) -> type[HfVisionLanguageModel]:
+def family_of(name_or_path: str, trust_remote_code: bool = False) -> type[HfVisionLanguageModel]:
     """
     Return the adapter class for the model at ``name_or_path`` (id or directory).
 
@@ -51,7 +51,7 @@ def family_of(name_or_path: str) -> type[HfVisionLanguageModel]:
     if name_or_path.startswith(('/', '.', '~')) and not path.is_dir():
         raise ValueError(f'model path {name_or_path!r} is not a directory')
     try:
-        config = AutoConfig.from_pretrained(name_or_path)
+        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise ValueError(f'cannot load a model config from {name_or_path!r}: {error}') from None
     adapter = FAMILIES.get(config.model_type)
@@ -63,22 +63,25 @@ def family_of(name_or_path: str) -> type[HfVisionLanguageModel]:
     return adapter
 
 
-def load_processor(name_or_path: str):
+def load_processor(name_or_path: str, trust_remote_code: bool = False):
     """Load the processor of a supported model the way :func:`load_model` does."""
-    return family_of(name_or_path).load_processor(name_or_path)
+    family = family_of(name_or_path, trust_remote_code)
+    return family.load_processor(name_or_path, trust_remote_code)
 
 
 def load_model(
-    name_or_path: str, device: str = 'auto', dtype: str = 'auto'
+    name_or_path: str, device: str = 'auto', dtype: str = 'auto', trust_remote_code: bool = False
 ) -> HfVisionLanguageModel:
     """
     Load a supported multimodal LLM with its processor, ready for ViCrop.
 
     ``name_or_path``: a Hugging Face model id (from the local cache when offline) or a directory
     written by ``save_pretrained``. Supported ``model_type``s: the keys of :data:`FAMILIES`.
-    Raises ValueError for a missing path, an unsupported model or an unusable device/dtype.
+    ``trust_remote_code``: allow Python code shipped with the checkpoint to run (off: the
+    supported families are built into transformers). Raises ValueError for a missing path, an
+    unsupported model or an unusable device/dtype.
     """
-    adapter = family_of(name_or_path)
+    adapter = family_of(name_or_path, trust_remote_code)
     torch_device = resolve_device(device)
     model = (
         adapter.transformers_class()
@@ -86,7 +89,9 @@ def load_model(
             name_or_path,
             dtype=resolve_dtype(dtype, torch_device),
             attn_implementation=adapter.attention_implementation,
+            trust_remote_code=trust_remote_code,
         )
         .to(torch_device)
     )
-    return adapter(name_or_path, model, adapter.load_processor(name_or_path))
+    processor = adapter.load_processor(name_or_path, trust_remote_code)
+    return adapter(name_or_path, model, processor)

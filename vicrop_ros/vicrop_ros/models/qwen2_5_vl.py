@@ -43,11 +43,13 @@ class Qwen25VLModel(HfVisionLanguageModel):
         return Qwen2_5_VLForConditionalGeneration
 
     @staticmethod
-    def load_processor(name_or_path: str):
+    def load_processor(name_or_path: str, trust_remote_code: bool = False):
         """Load the stock processor where torchvision exists, else the image+text one."""
         if is_torchvision_available():
-            return AutoProcessor.from_pretrained(name_or_path)
-        return Qwen2_5_VLImageTextProcessor.from_pretrained(name_or_path)
+            return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        return Qwen2_5_VLImageTextProcessor.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code
+        )
 
     @property
     def input_size(self) -> int:

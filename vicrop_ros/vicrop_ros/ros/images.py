@@ -11,20 +11,21 @@ import numpy as np
 from rosbags.image import ImageError, message_to_cvimage
 from sensor_msgs.msg import CompressedImage, Image
 
-MAX_PIXELS = 50_000_000  # larger frames are rejected (a 50 MP image is ~150 MB as RGB)
+DEFAULT_MAX_PIXELS = 33_177_600  # 8K UHD (7680x4320); the node's max_image_pixels parameter
 
 
 class BadImageError(ValueError):
     """The image message cannot be used; the message says why."""
 
 
-def check_image_message(msg: Image) -> None:
-    """Raise BadImageError unless a raw Image's size fields and data agree."""
+def check_image_message(msg: Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Raise BadImageError unless a raw Image's size fields and data agree and fit the limit."""
     if msg.width == 0 or msg.height == 0:
         raise BadImageError(f'image has zero size ({msg.width}x{msg.height})')
-    if msg.width * msg.height > MAX_PIXELS:
+    if msg.width * msg.height > max_pixels:
         raise BadImageError(
-            f'image of {msg.width}x{msg.height} pixels is over the limit of {MAX_PIXELS} pixels'
+            f'image of {msg.width}x{msg.height} pixels is over the limit of {max_pixels} pixels '
+            '(max_image_pixels)'
         )
     if msg.step < msg.width:
         raise BadImageError(f'image step {msg.step} is smaller than its width {msg.width}')
@@ -35,26 +36,29 @@ def check_image_message(msg: Image) -> None:
         )
 
 
-def decode_rgb(msg: Image | CompressedImage) -> np.ndarray:
+def decode_rgb(msg: Image | CompressedImage, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """
     Return the message's pixels as an HWC uint8 RGB array.
 
     Raw encodings that ``rosbags-image`` knows (rgb8, bgr8, rgba8, bgra8, mono8, mono16, bayer_*,
-    yuv422, ...) and compressed images OpenCV decodes (JPEG, PNG, ...) are accepted; anything else
-    raises BadImageError.
+    yuv422, ...) and compressed images OpenCV decodes (JPEG, PNG, ...) are accepted; anything else,
+    or more than ``max_pixels`` pixels, raises BadImageError.
     """
     if isinstance(msg, CompressedImage):
         rgb = _decode_compressed(msg)
     else:
-        check_image_message(msg)
+        check_image_message(msg, max_pixels)
         try:
             rgb = message_to_cvimage(msg, 'rgb8')
         except (ImageError, ValueError, TypeError) as error:
             raise BadImageError(
                 f'cannot decode image encoding {msg.encoding!r}: {error}'
             ) from None
-    if rgb.shape[0] * rgb.shape[1] > MAX_PIXELS:
-        raise BadImageError(f'decoded image of {rgb.shape[1]}x{rgb.shape[0]} is over the limit')
+    if rgb.shape[0] * rgb.shape[1] > max_pixels:
+        raise BadImageError(
+            f'image of {rgb.shape[1]}x{rgb.shape[0]} pixels is over the limit of {max_pixels} '
+            'pixels (max_image_pixels)'
+        )
     return np.ascontiguousarray(rgb, dtype=np.uint8)
 
 

@@ -12,6 +12,13 @@ from vicrop_interfaces.msg import Answer
 
 from .frames import Frame
 
+# Answer status value -> name ('OK', 'BUSY', ...), from the message's constants.
+STATUS_NAMES: dict[int, str] = {
+    value: name
+    for name, value in vars(Answer).items()
+    if name.isupper() and isinstance(value, int)
+}
+
 
 @dataclass(eq=False)
 class Job:

@@ -8,11 +8,13 @@ the header of the frame it used, plus a ``~/crop_boxes`` message and a ``~/salie
 was answered with a crop. The model is loaded on configure and freed on cleanup.
 """
 
+from collections import Counter, deque
 import itertools
 import threading
 import time
 import traceback
 
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -35,7 +37,7 @@ from vicrop_interfaces.srv import Ask
 
 from .frames import Frame, FrameBuffer, FrameChoiceError, header_stamp_ns
 from .images import BadImageError, bgr_image_message, decode_rgb
-from .jobs import Job, JobQueue
+from .jobs import STATUS_NAMES, Job, JobQueue
 from .params import CAMERAS, METHODS, Settings, declare_parameters
 
 RESULTS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -64,9 +66,15 @@ class AnswerError(Exception):
 class VicropNode(LifecycleNode):
     """The ViCrop perception node (lifecycle: the model lives between configure and cleanup)."""
 
-    def __init__(self, **kwargs):
-        """Declare parameters and create the question and answer interfaces."""
+    def __init__(self, make_engine=None, **kwargs):
+        """
+        Declare parameters and create the question and answer interfaces.
+
+        ``make_engine(settings) -> Vicrop`` builds the engine on configure (default:
+        :func:`load_engine`); ``kwargs`` go to ``rclpy`` (``context``, ``parameter_overrides``).
+        """
         super().__init__('vicrop', **kwargs)
+        self._make_engine = make_engine or load_engine
         declare_parameters(self)
         self.settings = Settings.from_node(self)
         self.add_post_set_parameters_callback(self._on_parameters_set)
@@ -78,6 +86,10 @@ class VicropNode(LifecycleNode):
         self._in_flight_lock = threading.Lock()
         self._ids = itertools.count(1)
         self._active = False
+        self._load_error = ''  # why the last configure failed
+        self._device = ''  # where the model runs, once loaded
+        self._status_counts: Counter[str] = Counter()  # answers per status name
+        self._latencies_ms: deque[float] = deque(maxlen=200)  # total_ms of recent OK answers
 
         self._cameras_group = MutuallyExclusiveCallbackGroup()
         self._requests_group = ReentrantCallbackGroup()
@@ -96,6 +108,8 @@ class VicropNode(LifecycleNode):
             callback_group=self._requests_group, feedback_pub_qos_profile=FEEDBACK_QOS,
         )  # fmt: skip
         self.create_timer(0.05, self._expire_overdue, callback_group=self._requests_group)
+        self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._requests_group)
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name='vicrop_worker', daemon=True)
         self._worker.start()
@@ -104,22 +118,22 @@ class VicropNode(LifecycleNode):
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         """Load the model and subscribe to the cameras."""
-        from ..core import Vicrop, VicropConfig
-        from ..models.loader import load_model
-
         settings = self.settings
         self.get_logger().info(
             f'loading model {settings.model!r} (device {settings.device}, dtype {settings.dtype})'
         )
         try:
-            model = load_model(settings.model, device=settings.device, dtype=settings.dtype)
+            engine = self._make_engine(settings)
         except Exception as error:  # noqa: BLE001 (any load failure leaves the node unconfigured)
-            self.get_logger().error(f'cannot load model {settings.model!r}: {error}')
+            self._load_error = f'cannot load model {settings.model!r}: {error}'
+            self.get_logger().error(self._load_error)
             return TransitionCallbackReturn.FAILURE
-        self._engine = Vicrop(model, VicropConfig())
+        self._load_error = ''
+        self._device = str(engine.model.device)
+        self._engine = engine
         for camera in CAMERAS:
             self._subscribe_camera(camera)
-        self.get_logger().info(f'model {settings.model!r} loaded on {model.device}')
+        self.get_logger().info(f'model {settings.model!r} loaded on {self._device}')
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -293,10 +307,19 @@ class VicropNode(LifecycleNode):
             )
         if not job.question.strip():
             raise AnswerError(Answer.BAD_REQUEST, 'the question is empty')
-        if len(job.question) > 4000:
+        limit = self.settings.max_question_length
+        if len(job.question) > limit:
             raise AnswerError(
                 Answer.BAD_REQUEST,
-                f'the question is too long ({len(job.question)} > 4000 characters)',
+                f'the question is too long ({len(job.question)} > {limit} characters, '
+                'max_question_length)',
+            )
+        ahead_s = (job.stamp_ns - self.get_clock().now().nanoseconds) / 1e9
+        if job.stamp_ns and ahead_s > self.settings.max_image_age:
+            raise AnswerError(
+                Answer.BAD_REQUEST,
+                f'the stamp is {ahead_s:.3f} s in the future (max_image_age '
+                f'{self.settings.max_image_age:.3f} s): no frame of that time can exist yet',
             )
         if job.image is None and job.camera not in ('', *CAMERAS):
             raise AnswerError(
@@ -401,7 +424,8 @@ class VicropNode(LifecycleNode):
         import torch
 
         if isinstance(error, torch.OutOfMemoryError):
-            torch.cuda.empty_cache()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
             return f'out of GPU memory ({error}); try a smaller image or tile_threshold'
         if isinstance(error, ValueError):
             return f'cannot answer: {error}'
@@ -447,7 +471,7 @@ class VicropNode(LifecycleNode):
         else:
             message = deserialize_message(job.frame.data, job.frame.message_type)
         try:
-            rgb = decode_rgb(message)
+            rgb = decode_rgb(message, self.settings.max_image_pixels)
         except BadImageError as error:
             raise AnswerError(Answer.BAD_IMAGE, f'{job.source} image: {error}') from None
         return message.header, rgb
@@ -479,8 +503,87 @@ class VicropNode(LifecycleNode):
             if self._in_flight.get(job.id) is job:
                 del self._in_flight[job.id]
         self.answers.publish(answer)
+        self._status_counts[STATUS_NAMES.get(answer.status, str(answer.status))] += 1
+        if answer.status == Answer.OK:
+            self._latencies_ms.append(answer.total_ms)
         if answer.status != Answer.OK:
             self.get_logger().warning(f'question {job.id}: status {answer.status}: {answer.error}')
+
+    # ----- diagnostics ---------------------------------------------------------------------------
+
+    def _state(self) -> str:
+        """Return 'active', 'inactive' or 'unconfigured'."""
+        if self._active:
+            return 'active'
+        return 'inactive' if self._engine is not None else 'unconfigured'
+
+    def _publish_diagnostics(self) -> None:
+        """Publish the node's health on /diagnostics (1 Hz)."""
+        array = DiagnosticArray()
+        array.header.stamp = self.get_clock().now().to_msg()
+        array.status = [self._model_status(), self._questions_status()]
+        array.status += [self._camera_status(camera) for camera in CAMERAS]
+        self.diagnostics.publish(array)
+
+    def _diagnostic(self, part: str, level: bytes, message: str, **values) -> DiagnosticStatus:
+        """Return one DiagnosticStatus of this node."""
+        return DiagnosticStatus(
+            level=level,
+            name=f'{self.get_fully_qualified_name()}: {part}',
+            message=message,
+            hardware_id=self._device,
+            values=[KeyValue(key=key, value=str(value)) for key, value in values.items()],
+        )
+
+    def _model_status(self) -> DiagnosticStatus:
+        """Report the model: OK when active, ERROR when it failed to load, WARN otherwise."""
+        state = self._state()
+        if state == 'active':
+            level, message = DiagnosticStatus.OK, 'serving questions'
+        elif self._load_error:
+            level, message = DiagnosticStatus.ERROR, self._load_error
+        else:
+            level, message = DiagnosticStatus.WARN, f'{state}: not serving questions'
+        return self._diagnostic(
+            'model', level, message, state=state, model=self.settings.model,
+            device=self._device,
+        )  # fmt: skip
+
+    def _questions_status(self) -> DiagnosticStatus:
+        """Report queue depth, latencies and answers per status."""
+        depth, capacity = len(self._queue), self._queue.capacity
+        latencies = sorted(self._latencies_ms)
+        last = self._latencies_ms[-1] if self._latencies_ms else float('nan')
+        p95 = (
+            latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))]
+            if latencies
+            else float('nan')
+        )
+        level = DiagnosticStatus.WARN if depth >= capacity else DiagnosticStatus.OK
+        counts = {f'answers_{name}': self._status_counts[name] for name in STATUS_NAMES.values()}
+        return self._diagnostic(
+            'questions', level, f'{depth} of {capacity} waiting', queue_depth=depth,
+            max_pending=capacity, in_flight=len(self._in_flight),
+            last_latency_ms=f'{last:.1f}', p95_latency_ms=f'{p95:.1f}', **counts,
+        )  # fmt: skip
+
+    def _camera_status(self, camera: str) -> DiagnosticStatus:
+        """Report the age of the camera's newest frame: OK within max_image_age, else WARN."""
+        topic = self.settings.camera(camera)[0]
+        buffer = self._buffers.get(camera)
+        newest = buffer.newest_stamp_ns() if buffer else None
+        if newest is None:
+            return self._diagnostic(
+                f'{camera} camera', DiagnosticStatus.WARN, 'no frame received', topic=topic,
+                age_s='nan', frames_received=buffer.received if buffer else 0,
+            )  # fmt: skip
+        age_s = (self.get_clock().now().nanoseconds - newest) / 1e9
+        stale = age_s > self.settings.max_image_age
+        return self._diagnostic(
+            f'{camera} camera', DiagnosticStatus.WARN if stale else DiagnosticStatus.OK,
+            f'newest frame {age_s:.3f} s old', topic=topic, age_s=f'{age_s:.3f}',
+            frames_received=buffer.received,
+        )  # fmt: skip
 
     # ----- parameters --------------------------------------------------------------------------
 
@@ -488,6 +591,15 @@ class VicropNode(LifecycleNode):
         """Take accepted parameter changes into effect."""
         self.settings = Settings.from_node(self)
         self._queue.capacity = self.settings.max_pending
+
+
+def load_engine(settings: Settings):
+    """Load the configured model and return the ViCrop engine around it."""
+    from ..core import Vicrop
+    from ..models.loader import load_model
+
+    model = load_model(settings.model, settings.device, settings.dtype, settings.trust_remote_code)
+    return Vicrop(model)
 
 
 def main(args=None) -> None:

@@ -75,6 +75,15 @@ SPECS: tuple[Spec, ...] = (
          minimum=1, maximum=1000),
     Spec('timeout', 30.0, 'Seconds a question may take before it is answered TIMEOUT.',
          minimum=0.1, maximum=3600.0),
+    Spec('max_image_pixels', 33_177_600,
+         'Frames with more pixels are refused (BAD_IMAGE); the default is 8K UHD.',
+         minimum=1, maximum=1_000_000_000),
+    Spec('max_question_length', 2000,
+         'Longer questions are refused (BAD_REQUEST), in characters.',
+         minimum=1, maximum=100_000),
+    Spec('trust_remote_code', False,
+         'Let a checkpoint run its own Python code when loading (never needed for the supported '
+         'families).', read_only=True),
     Spec('publish_saliency', True, 'Publish the heatmap-with-box image on ~/saliency.'),
     Spec('tile_threshold', 1024,
          'Frames with a longer side (pixels) get one saliency map per tile.',
@@ -107,6 +116,9 @@ class Settings:
     max_image_age: float
     max_pending: int
     timeout: float
+    max_image_pixels: int
+    max_question_length: int
+    trust_remote_code: bool
     publish_saliency: bool
     tile_threshold: int
     autostart: bool

@@ -36,13 +36,9 @@ from vicrop_interfaces.msg import Answer, Question
 
 from .bags import message_class, typestore
 from .images import decode_rgb
+from .jobs import STATUS_NAMES
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
-STATUS_NAMES = {
-    getattr(Answer, name): name
-    for name in ('OK', 'NO_IMAGE', 'STALE_IMAGE', 'BAD_REQUEST', 'BUSY', 'MODEL_ERROR',
-                 'TIMEOUT', 'CANCELED', 'BAD_IMAGE', 'NOT_READY')
-}  # fmt: skip
 OUTPUTS = (('answers', 'vicrop_interfaces/msg/Answer'),
            ('crop_boxes', 'vicrop_interfaces/msg/CropBox'),
            ('saliency', 'sensor_msgs/msg/Image'))  # fmt: skip
