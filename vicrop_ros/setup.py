@@ -28,6 +28,7 @@ setup(
             'vicrop_node = vicrop_ros.ros.node:main',
             'vicrop-replay = vicrop_ros.ros.replay:main',
             'vicrop-make-demo-bag = vicrop_ros.ros.demo_bag:main',
+            'vicrop-load-test = vicrop_ros.ros.load_test:main',
         ],
     },
 )

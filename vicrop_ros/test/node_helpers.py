@@ -111,13 +111,23 @@ class VicropClient:
         return self.node.get_clock().now().to_msg()
 
     def wait_until_ready(self, timeout_s: float = 90.0) -> None:
-        """Wait until the node answers the service (model loaded, node active)."""
-        assert self.ask_client.wait_for_service(timeout_sec=timeout_s), 'no vicrop node'
+        """
+        Wait until the node answers the service (model loaded, node active).
+
+        As a robust caller does: a request that gets no response in a few seconds (sent to a
+        server that just died, or before the new one matched) is dropped and sent again.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            answer = self.call_ask(Ask.Request(question=''), timeout_s=timeout_s)
-            if answer.status == Answer.BAD_REQUEST:
+            if not self.ask_client.wait_for_service(timeout_sec=1.0):
+                continue
+            future = self.ask_client.call_async(Ask.Request(question=''))
+            attempt_end = min(deadline, time.monotonic() + 5.0)
+            while not future.done() and time.monotonic() < attempt_end:
+                time.sleep(0.02)
+            if future.done() and future.result().answer.status == Answer.BAD_REQUEST:
                 return
+            self.ask_client.remove_pending_request(future)
             time.sleep(0.2)
         raise AssertionError('the vicrop node never became active')
 

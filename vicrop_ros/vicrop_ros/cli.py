@@ -65,7 +65,6 @@ def _read_rgb(path: Path):
 def _ask(args: argparse.Namespace) -> int:
     """Answer one question about one image file and print the result."""
     image = _read_rgb(Path(args.image))
-    _quiet_transformers()
     from .core import Vicrop, VicropConfig
     from .models.loader import load_model
 
@@ -103,16 +102,8 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
-def _quiet_transformers() -> None:
-    """Turn off transformers' progress bars (loading and saving weights) on the terminal."""
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-
-
 def _make_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny random model and print its directory."""
-    _quiet_transformers()
     from .models.tiny import make_tiny_model
 
     print(make_tiny_model(args.family, args.out, seed=args.seed))

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig
+from transformers.utils import logging as transformers_logging
 
 from .base import HfVisionLanguageModel
 from .instructblip import InstructBlipModel
@@ -83,6 +84,7 @@ def load_model(
     """
     adapter = family_of(name_or_path, trust_remote_code)
     torch_device = resolve_device(device)
+    transformers_logging.disable_progress_bar()  # no terminal progress bars in robot logs
     model = (
         adapter.transformers_class()
         .from_pretrained(

@@ -42,6 +42,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.tokenization_utils_base import TOKENIZER_CONFIG_FILE
 from transformers.utils import PROCESSOR_NAME
+from transformers.utils import logging as transformers_logging
 
 from .qwen2_5_vl import Qwen2_5_VLImageTextProcessor
 
@@ -431,6 +432,7 @@ def make_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
         pad_token_id=tokenizer.pad_token_id,
     )
     model.eval()
+    transformers_logging.disable_progress_bar()
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     if family == 'qwen2_5_vl':

@@ -506,8 +506,11 @@ class VicropNode(LifecycleNode):
         self._status_counts[STATUS_NAMES.get(answer.status, str(answer.status))] += 1
         if answer.status == Answer.OK:
             self._latencies_ms.append(answer.total_ms)
-        if answer.status != Answer.OK:
-            self.get_logger().warning(f'question {job.id}: status {answer.status}: {answer.error}')
+        if answer.status == Answer.BUSY:  # expected under load: not worth a warning each
+            self.get_logger().debug(f'question {job.id}: BUSY')
+        elif answer.status != Answer.OK:
+            name = STATUS_NAMES.get(answer.status, answer.status)
+            self.get_logger().warning(f'question {job.id}: {name}: {answer.error}')
 
     # ----- diagnostics ---------------------------------------------------------------------------
 

@@ -1,0 +1,196 @@
+"""
+``vicrop-load-test``: stream two cameras into a vicrop node and send questions at a fixed rate.
+
+    vicrop-load-test [--model DIR] [--questions 200] [--rate 20] [--max-pending 2]
+                     [--head 1280x720] [--wrist 640x480] [--camera-rate 30] [--json]
+
+Starts ``vicrop_node`` (a tiny random LLaVA unless ``--model`` is given), publishes both cameras at
+``--camera-rate`` Hz, sends ``--questions`` Questions at ``--rate`` Hz, and reports: answered,
+busy, other statuses, questions with no answer or more than one, p50/p95 latency of OK answers,
+and the node's resident memory at the start and the end. Exit status 1 when a question did not
+get exactly one answer, or got one other than OK/BUSY.
+"""
+
+import argparse
+from collections import Counter
+import json
+import os
+from pathlib import Path
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+import psutil
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+
+from vicrop_interfaces.msg import Answer, Question
+
+from .jobs import STATUS_NAMES
+
+RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+
+
+def _size(text: str) -> tuple[int, int]:
+    """Parse WIDTHxHEIGHT."""
+    width, height = text.lower().split('x')
+    return int(width), int(height)
+
+
+def _frames(size: tuple[int, int], count: int, frame_id: str) -> list[Image]:
+    """Pre-built rgb8 frames (random pixels), reused in turn so publishing costs no rendering."""
+    width, height = size
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(count):
+        msg = Image(height=height, width=width, encoding='rgb8', step=width * 3)
+        msg.header.frame_id = frame_id
+        msg.data = rng.integers(0, 256, (height, width, 3), dtype=np.uint8).tobytes()
+        frames.append(msg)
+    return frames
+
+
+def _stream(node, publisher, frames, rate_hz: float, stop: threading.Event) -> None:
+    """Publish ``frames`` in turn at ``rate_hz`` until ``stop`` is set."""
+    period, index, next_time = 1.0 / rate_hz, 0, time.monotonic()
+    while not stop.is_set():
+        frame = frames[index % len(frames)]
+        frame.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(frame)
+        index += 1
+        next_time += period
+        time.sleep(max(0.0, next_time - time.monotonic()))
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the load test and return its figures."""
+    model = args.model
+    scratch = tempfile.TemporaryDirectory(prefix='vicrop-load-')
+    if model is None:
+        from ..models.tiny import make_tiny_model
+
+        model = str(make_tiny_model('llava', Path(scratch.name) / 'tiny_llava'))
+    node_process = subprocess.Popen(
+        ['vicrop_node', '--ros-args', '-r', '__node:=vicrop_load', '-p', f'model:={model}',
+         '-p', f'max_pending:={args.max_pending}', '-p', 'max_new_tokens:=4',
+         '-p', 'head.reliability:=reliable', '-p', 'wrist.reliability:=reliable',
+         '-p', 'publish_saliency:=false'],
+        start_new_session=True,
+    )  # fmt: skip
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('vicrop_load_test', context=context)
+    answers: dict[str, list[tuple[Answer, float]]] = {}
+    node.create_subscription(
+        Answer, '/vicrop_load/answers',
+        lambda a: answers.setdefault(a.id, []).append((a, time.monotonic())), RELIABLE,
+    )  # fmt: skip
+    questions = node.create_publisher(Question, '/vicrop_load/questions', RELIABLE)
+    head = node.create_publisher(Image, '/head_camera/image_raw', RELIABLE)
+    wrist = node.create_publisher(Image, '/wrist_camera/image_raw', RELIABLE)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + args.wait
+        while any(p.get_subscription_count() == 0 for p in (questions, head, wrist)):
+            if time.monotonic() > deadline or node_process.poll() is not None:
+                raise RuntimeError('the vicrop node did not come up')
+            time.sleep(0.1)
+        streams = [
+            threading.Thread(
+                target=_stream, args=(node, publisher, frames, args.camera_rate, stop)
+            )
+            for publisher, frames in (
+                (head, _frames(_size(args.head), 4, 'head_optical')),
+                (wrist, _frames(_size(args.wrist), 4, 'wrist_optical')),
+            )
+        ]
+        for stream in streams:
+            stream.start()
+        time.sleep(2.0)  # frames flowing, model warm enough to start
+        process = psutil.Process(node_process.pid)
+        rss_start = process.memory_info().rss
+        sent: dict[str, float] = {}
+        period = 1.0 / args.rate
+        start = time.monotonic()
+        for index in range(args.questions):
+            question_id = f'load-{index}'
+            camera = 'head' if index % 2 == 0 else 'wrist'
+            sent[question_id] = time.monotonic()
+            questions.publish(
+                Question(id=question_id, question='What is on the table?', camera=camera)
+            )
+            time.sleep(max(0.0, start + (index + 1) * period - time.monotonic()))
+        send_s = time.monotonic() - start
+        deadline = time.monotonic() + args.timeout
+        while len(answers) < args.questions and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # duplicates would arrive now
+        rss_end = process.memory_info().rss
+        cpu_s = sum(process.cpu_times()[:2])
+    finally:
+        stop.set()
+        executor.shutdown()
+        spinner.join(timeout=5)
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        if node_process.poll() is None:
+            os.killpg(node_process.pid, signal.SIGINT)
+            node_process.wait(timeout=20)
+        scratch.cleanup()
+    statuses = Counter(STATUS_NAMES[a[0][0].status] for a in answers.values())
+    latencies = sorted((a[0][1] - sent[i]) * 1000 for i, a in answers.items()
+                       if a[0][0].status == Answer.OK and i in sent)  # fmt: skip
+    return {
+        'questions': args.questions,
+        'question_rate_hz': round(args.questions / send_s, 2),
+        'answered': len(answers),
+        'missing': args.questions - len([i for i in sent if i in answers]),
+        'duplicates': sum(len(a) > 1 for a in answers.values()),
+        'statuses': dict(statuses),
+        'ok_latency_p50_ms': round(float(np.percentile(latencies, 50)), 1) if latencies else None,
+        'ok_latency_p95_ms': round(float(np.percentile(latencies, 95)), 1) if latencies else None,
+        'node_rss_start_mb': round(rss_start / 2**20, 1),
+        'node_rss_end_mb': round(rss_end / 2**20, 1),
+        'node_cpu_s': round(cpu_s, 1),
+        'cameras': f'{args.head} + {args.wrist} at {args.camera_rate} Hz',
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run, print the figures, and return 0 only if every question got exactly one OK/BUSY."""
+    parser = argparse.ArgumentParser(
+        prog='vicrop-load-test', description=__doc__.strip().splitlines()[0]
+    )
+    parser.add_argument('--model', help='model id or directory (default: a tiny random LLaVA)')
+    parser.add_argument('--questions', type=int, default=200)
+    parser.add_argument('--rate', type=float, default=20.0, help='questions per second')
+    parser.add_argument('--max-pending', type=int, default=2)
+    parser.add_argument('--head', default='1280x720', help='head camera WIDTHxHEIGHT')
+    parser.add_argument('--wrist', default='640x480', help='wrist camera WIDTHxHEIGHT')
+    parser.add_argument('--camera-rate', type=float, default=30.0, help='frames per second')
+    parser.add_argument('--timeout', type=float, default=120.0, help='seconds to wait for answers')
+    parser.add_argument('--wait', type=float, default=120.0, help='seconds to wait for the node')
+    parser.add_argument('--json', action='store_true', help='print one JSON object')
+    args = parser.parse_args(argv)
+    figures = run(args)
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f'{key:>20}: {value}')
+    unexpected = set(figures['statuses']) - {'OK', 'BUSY'}
+    return 1 if figures['missing'] or figures['duplicates'] or unexpected else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
