@@ -48,7 +48,7 @@ def test_ask_json_for_every_family_and_method(family, method, tiny_model_dir, im
     assert isinstance(report['answer'], str)
     assert report['method'] == method
     assert report['image_size'] == [640, 480]
-    assert set(report['timings_ms']) == {'saliency', 'crop', 'answer', 'total'}
+    assert set(report['timings_ms']) == {'prepare', 'saliency', 'crop', 'answer', 'total'}
     if method == 'none':
         assert report['box'] is None and report['grid'] is None
         return

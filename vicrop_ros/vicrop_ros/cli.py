@@ -5,6 +5,7 @@ Subcommands:
 
 * ``vicrop ask``: answer a question about an image file with ViCrop.
 * ``vicrop make-tiny-model``: write a tiny random model of a supported family (tests, demos).
+* ``vicrop bench``: time ViCrop against plain answers and the reference-style pipeline.
 * ``vicrop info``: versions of the engine's libraries and the compute devices torch can use.
 
 Errors (missing file, unknown method, unsupported model) print ``vicrop: error: ...`` and exit 2.
@@ -12,12 +13,18 @@ Errors (missing file, unknown method, unsupported model) print ``vicrop: error: 
 
 import argparse
 import json
+import os
 from pathlib import Path
 import platform
 import sys
 
 METHODS = ('rel_att', 'grad_att', 'pure_grad', 'none')
-TINY_FAMILIES = ('llava', 'instructblip', 'qwen2_5_vl')
+TINY_FAMILIES = (
+    'llava',
+    'instructblip',
+    'qwen2_5_vl',
+    'llava_mid',
+)  # llava_mid: ~170 M, benchmarks
 
 
 class UsageError(Exception):
@@ -102,6 +109,43 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    """Time ViCrop against plain answers and the reference-style pipeline; print the figures."""
+    import platform
+
+    from .bench import bench_images, format_table, load_eager_twin, run_bench
+    from .models.loader import load_model
+
+    try:
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    eager = None if args.no_reference else load_eager_twin(model)
+    width, height = (int(v) for v in args.size.lower().split('x'))
+    figures = run_bench(
+        model, eager, args.methods.split(','), bench_images(args.images, (width, height)),
+        args.repeats, args.warmup, args.max_new_tokens,
+    )  # fmt: skip
+    figures |= {
+        'model': args.model,
+        'parameters_m': round(sum(p.numel() for p in model.model.parameters()) / 1e6, 1),
+        'device': str(model.device),
+        'dtype': str(model.model.dtype).replace('torch.', ''),
+        'image_size': [width, height],
+        'images': args.images,
+        'repeats': args.repeats,
+        'max_new_tokens': args.max_new_tokens,
+        'machine': f'{platform.machine()}, {os.cpu_count()} CPUs',
+    }
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        print(format_table(figures))
+        extra = {k: v for k, v in figures.items() if k != 'methods'}
+        print(' '.join(f'{k}={v}' for k, v in extra.items()))
+    return 0
+
+
 def _make_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny random model and print its directory."""
     from .models.tiny import make_tiny_model
@@ -128,6 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument('--json', action='store_true', help='print one JSON object')
     ask.add_argument('--saliency-out', metavar='PNG', help='write the heatmap with the box here')
     ask.set_defaults(run=_ask)
+
+    bench = commands.add_parser('bench', help='time ViCrop against plain and reference pipelines')
+    bench.add_argument('--model', required=True, help='Hugging Face id or directory')
+    bench.add_argument('--methods', default='rel_att,grad_att,pure_grad', help='comma-separated')
+    bench.add_argument('--images', type=int, default=2, help='distinct synthetic images')
+    bench.add_argument('--size', default='640x480', help='image WIDTHxHEIGHT')
+    bench.add_argument('--repeats', type=int, default=3)
+    bench.add_argument('--warmup', type=int, default=1)
+    bench.add_argument('--max-new-tokens', type=int, default=8)
+    bench.add_argument('--device', default='auto')
+    bench.add_argument('--dtype', default='auto')
+    bench.add_argument('--no-reference', action='store_true', help='skip the reference pipeline')
+    bench.add_argument('--json', action='store_true', help='print one JSON object')
+    bench.set_defaults(run=_bench)
 
     tiny = commands.add_parser('make-tiny-model', help='write a tiny random model (offline)')
     tiny.add_argument('--family', choices=TINY_FAMILIES, required=True)

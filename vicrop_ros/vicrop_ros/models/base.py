@@ -12,6 +12,13 @@ where the model input lies on the source image. Everything the three methods sha
 * pure-grad: question and generic question in one batch, d(decision)/d(pixel values).
 
 *decision* = log-probability of the greedy token at the last prompt position.
+
+Prefix sharing (families with ``shares_prefix``): every prompt starts with the same
+[system + first image] tokens, and attention is causal, so their keys and values are the same for
+the question, the generic question and the final two-image prompt. :class:`Prefix` computes them
+once per image at full depth; the attention passes then run only the short question suffixes
+against it (rel-att: both questions as a batch of two; grad-att: gradients only through the
+suffix), and the final answer prefills only what follows the prefix.
 """
 
 from collections.abc import Sequence
@@ -20,7 +27,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from transformers import AutoProcessor
+from transformers import AutoProcessor, DynamicCache
 
 from ..core.config import Method, VicropConfig
 from ..core.geometry import Extent, image_size, whole_image_extent
@@ -54,6 +61,30 @@ class Forward:
         return chosen[..., first:].mean(dim=1)
 
 
+@dataclass
+class Prefix:
+    """The [system + first image] tokens of every prompt of one image, with their KV cache."""
+
+    ids: torch.Tensor  # (1, length) token ids, ending with the image's last token
+    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values): (1, kv, length, d)
+    text_config: object  # the language model's config (cache layout)
+
+    @property
+    def length(self) -> int:
+        """Return the number of prefix tokens."""
+        return int(self.ids.shape[1])
+
+    def cache(self, batch: int = 1) -> DynamicCache:
+        """
+        Return a new cache that starts with the prefix, for ``batch`` rows.
+
+        The prefix tensors are shared (expanded, not copied): a dynamic cache appends with
+        ``torch.cat`` and never writes into them, so the prefix serves any number of passes.
+        """
+        data = [(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)) for k, v in self.layers]
+        return DynamicCache(ddp_cache_data=data, config=self.text_config)
+
+
 class HfVisionLanguageModel:
     """
     A transformers multimodal LLM wrapped for ViCrop (implements ``VisionLanguageModel``).
@@ -64,6 +95,8 @@ class HfVisionLanguageModel:
 
     # The paper's attention layer for the depth of the paper's checkpoint: (layer, depth).
     paper_layer: ClassVar[tuple[int, int]]
+    # Whether the attention passes and the answer share the [system + image] prefix (Prefix).
+    shares_prefix: ClassVar[bool] = False
     # The question format; '{question}' is replaced. The paper's short-answer instruction.
     question_template: ClassVar[str] = (
         '{question}\nAnswer the question using a single word or phrase.'
@@ -174,6 +207,61 @@ class HfVisionLanguageModel:
         new_tokens = output[0, prompt_length:]
         return self.processor.decode(new_tokens, skip_special_tokens=True).strip()
 
+    @torch.no_grad()
+    def encode_prefix(self, view: np.ndarray) -> Prefix:
+        """Run [system + ``view``] through the model once at full depth; return the Prefix."""
+        inputs = self.encode([[view]], [self.prompt('?', 1)])
+        ids = inputs['input_ids'][:1]
+        length = int((ids[0] == self.image_token_id).nonzero()[-1]) + 1
+        cache = DynamicCache(config=self.model.config.get_text_config())
+        self.model.model(
+            input_ids=ids[:, :length],
+            attention_mask=inputs['attention_mask'][:1, :length],
+            pixel_values=inputs['pixel_values'],
+            cache=cache,
+            use_cache=True,
+        )
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        return Prefix(ids[:, :length], layers, self.model.config.get_text_config())
+
+    def suffix_ids(self, prefix: Prefix, prompt: str) -> list[int]:
+        """
+        Return the token ids of ``prompt`` after its first image block.
+
+        The prompt's text is tokenized with its one image placeholder; what precedes the
+        placeholder must be exactly what precedes the image in ``prefix``.
+        """
+        ids = self.processor.tokenizer(prompt)['input_ids']
+        at = ids.index(self.image_token_id)
+        if ids[:at] != prefix.ids[0, :at].tolist():
+            raise RuntimeError('the prompt does not start with the shared prefix')
+        after = at + 1
+        return ids[after:]
+
+    def images_after_first(self, inputs) -> dict:
+        """Return the processor outputs for every image but the first (prefix) one."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate_with_prefix(
+        self, prefix: Prefix, views: Sequence[np.ndarray], question: str, config: VicropConfig
+    ) -> str:
+        """Answer like :meth:`generate_answer`, prefilling only what follows ``prefix``."""
+        prompt = self.prompt(self.format_question(question, config), len(views))
+        inputs = self.encode([views], [prompt])
+        if not torch.equal(inputs['input_ids'][:, : prefix.length], prefix.ids):
+            raise RuntimeError('the answer prompt does not start with the shared prefix')
+        output = self.model.generate(
+            input_ids=inputs['input_ids'],
+            attention_mask=inputs['attention_mask'],
+            cache=prefix.cache(1),
+            max_new_tokens=config.max_new_tokens,
+            do_sample=False,
+            **self.images_after_first(inputs),
+        )
+        prompt_length = inputs['input_ids'].shape[1]
+        return self.processor.decode(output[0, prompt_length:], skip_special_tokens=True).strip()
+
     def prepare(self, image: np.ndarray) -> 'HfPreparedImage':
         """Prepare ``image`` (HWC uint8 RGB) for saliency passes and the answer."""
         return HfPreparedImage(self, image)
@@ -189,18 +277,25 @@ class HfVisionLanguageModel:
         return logits.log_softmax(dim=-1).max(dim=-1).values
 
     def token_maps(
-        self, inputs, per_token: torch.Tensor, token_to_patch: torch.Tensor | None
+        self,
+        inputs,
+        per_token: torch.Tensor,
+        token_to_patch: torch.Tensor | None,
+        key_ids: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """
         Turn per-token values into per-row patch grids.
 
-        ``per_token``: (batch, tokens) values over the whole sequence; only image-token
+        ``per_token``: (batch, keys) values over the whole sequence; only image-token
         positions are used. ``token_to_patch``: see :class:`Forward` (head-reduced already:
-        (batch, image_tokens, patches)). Returns one (rows, cols) tensor per batch row.
+        (batch, image_tokens, patches)). ``key_ids``: (batch, keys) token ids of the keys
+        (default ``inputs['input_ids']``; with a cached prefix, prefix + suffix). Returns one
+        (rows, cols) tensor per batch row.
         """
+        key_ids = inputs['input_ids'] if key_ids is None else key_ids
         grids = []
         for row in range(per_token.shape[0]):
-            positions = inputs['input_ids'][row] == self.image_token_id
+            positions = key_ids[row] == self.image_token_id
             values = per_token[row][positions]  # (image_tokens,)
             if token_to_patch is not None:
                 values = values @ token_to_patch[row]  # (patches,)
@@ -212,10 +307,11 @@ class HfPreparedImage:
     """One image prepared for a model: the model's view of it and that view's source extent."""
 
     def __init__(self, model: HfVisionLanguageModel, image: np.ndarray):
-        """Compute the model's view of ``image`` (HWC uint8 RGB)."""
+        """Compute the model's view of ``image`` (HWC uint8 RGB) and, if shared, its prefix."""
         self.model = model
         self.image = image
         self.view, self.extent = model.model_view(image)
+        self.prefix = model.encode_prefix(self.view) if model.shares_prefix else None
 
     def saliency(self, question: str, config: VicropConfig) -> SaliencyMap:
         """Return the importance map of ``question`` by ``config.method`` (extent in image px)."""
@@ -232,7 +328,33 @@ class HfPreparedImage:
     def answer(self, question: str, crop: np.ndarray | None, config: VicropConfig) -> str:
         """Answer ``question`` about the image, shown with ``crop`` after it when given."""
         views = [self.view] + ([] if crop is None else [self.model.model_view(crop)[0]])
+        if self.prefix is not None:
+            return self.model.generate_with_prefix(self.prefix, views, question, config)
         return self.model.generate_answer(views, question, config)
+
+    def _suffix_batch(self, questions: Sequence[str], config: VicropConfig):
+        """
+        Return (inputs, key_ids, rows) to run ``questions`` after the shared prefix.
+
+        ``inputs``: the suffixes right-padded as one batch, with the full attention mask and a
+        prefix cache per row; ``key_ids``: (batch, prefix + suffix) ids of all keys; ``rows``:
+        (batch,) position of each suffix's last token.
+        """
+        prompts = [self.model.prompt(self.model.format_question(q, config), 1) for q in questions]
+        suffixes = [self.model.suffix_ids(self.prefix, prompt) for prompt in prompts]
+        width, pad = max(map(len, suffixes)), self.model.processor.tokenizer.pad_token_id
+        device, batch = self.model.device, len(suffixes)
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=device)
+        real = torch.tensor(
+            [[1] * len(s) + [0] * (width - len(s)) for s in suffixes], device=device
+        )
+        prefix_ids = self.prefix.ids.to(device).expand(batch, -1)
+        inputs = {
+            'input_ids': ids,
+            'attention_mask': torch.cat([torch.ones_like(prefix_ids), real], dim=1),
+            'cache': self.prefix.cache(batch),
+        }
+        return inputs, torch.cat([prefix_ids, ids], dim=1), real.sum(dim=1) - 1
 
     def _question_pair(self, question: str, config: VicropConfig):
         """Encode the question and the generic question as one right-padded batch of two."""
@@ -243,22 +365,31 @@ class HfPreparedImage:
     @torch.no_grad()
     def _relative_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
         """rel-att: attention(question) / attention(generic question) at one layer."""
-        inputs = self._question_pair(question, config)
+        if self.prefix is not None:
+            inputs, key_ids, rows = self._suffix_batch((question, config.generic_question), config)
+        else:
+            inputs = self._question_pair(question, config)
+            key_ids, rows = inputs['input_ids'], self.model.last_rows(inputs)
         layer = self.model.decoder_layers[self.model.attention_layer(config)]
-        probe = AttentionProbe(layer.self_attn, self.model.last_rows(inputs), stop=True)
+        probe = AttentionProbe(layer.self_attn, rows, stop=True)
         run = Forward()
         with probing(probe):
             self.model.forward(inputs, run, config)
         per_token = probe.weights.mean(dim=1)  # (2, keys): head mean
-        specific, generic = self.model.token_maps(inputs, per_token, run.patch_attention())
+        specific, generic = self.model.token_maps(
+            inputs, per_token, run.patch_attention(), key_ids
+        )
         return safe_ratio(specific, generic, config.epsilon)
 
     def _gradient_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
         """grad-att: attention x ReLU(d decision / d attention) at one layer (question only)."""
-        prompt = self.model.prompt(self.model.format_question(question, config), 1)
-        inputs = self.model.encode([[self.view]], [prompt])
+        if self.prefix is not None:
+            inputs, key_ids, rows = self._suffix_batch((question,), config)
+        else:
+            prompt = self.model.prompt(self.model.format_question(question, config), 1)
+            inputs = self.model.encode([[self.view]], [prompt])
+            key_ids, rows = inputs['input_ids'], self.model.last_rows(inputs)
         layer = self.model.decoder_layers[self.model.attention_layer(config)]
-        rows = self.model.last_rows(inputs)
         probe = AttentionProbe(layer.self_attn, rows, differentiable=True)
         run = Forward()
         with torch.enable_grad(), probing(probe):
@@ -272,7 +403,7 @@ class HfPreparedImage:
         token_to_patch = None
         if run.token_to_patch is not None:  # the same weighting on the token -> patch attention
             token_to_patch = run.patch_attention(run.token_to_patch * grads[1].clamp(min=0))
-        return self.model.token_maps(inputs, per_token, token_to_patch)[0]
+        return self.model.token_maps(inputs, per_token, token_to_patch, key_ids)[0]
 
     def _pure_gradient(self, question: str, config: VicropConfig) -> torch.Tensor:
         """pure-grad: |d decision / d pixels| of question over generic question, masked."""

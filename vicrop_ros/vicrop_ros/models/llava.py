@@ -21,6 +21,7 @@ class LlavaModel(HfVisionLanguageModel):
     """
 
     paper_layer = (14, 32)
+    shares_prefix = True
 
     @staticmethod
     def transformers_class() -> type:
@@ -78,6 +79,11 @@ class LlavaModel(HfVisionLanguageModel):
     def forward(self, inputs, out: Forward, config: VicropConfig) -> None:
         """Run vision tower, projector and language model to the last hidden state."""
         out.hidden = self.model.model(**inputs, use_cache=False).last_hidden_state
+
+    def images_after_first(self, inputs) -> dict:
+        """Return the pixel values of the images after the first (the crop)."""
+        pixels = inputs['pixel_values'][1:]
+        return {'pixel_values': pixels} if len(pixels) else {}
 
     def patch_grid(self, inputs, row: int) -> tuple[int, int]:
         """Return the CLIP patch grid: (image_size / patch_size) squared."""

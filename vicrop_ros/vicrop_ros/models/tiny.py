@@ -14,6 +14,7 @@ real checkpoint's layout (``processor_class`` ``Qwen2_5_VLProcessor``, a video p
 so ``AutoProcessor`` loads it where torchvision exists and the image+text processor elsewhere.
 """
 
+from dataclasses import dataclass
 import json
 from pathlib import Path
 
@@ -46,7 +47,8 @@ from transformers.utils import logging as transformers_logging
 
 from .qwen2_5_vl import Qwen2_5_VLImageTextProcessor
 
-FAMILIES = ('llava', 'instructblip', 'qwen2_5_vl')
+FAMILIES = ('llava', 'instructblip', 'qwen2_5_vl')  # the tiny test models
+# Also accepted by make_tiny_model: 'llava_mid', a ~170 M-parameter LLaVA for CPU benchmarks.
 
 # Byte-level BPE: 256 byte symbols plus merges learnt from the corpus, up to this many entries.
 VOCAB_SIZE = 640
@@ -188,15 +190,45 @@ def _llama_tokenizer(extra: list[str], **kwargs) -> PreTrainedTokenizerFast:
     )
 
 
-def _llama_text_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    """Return the tiny Llama text config (LLaVA's Vicuna, InstructBLIP's Vicuna)."""
+@dataclass(frozen=True)
+class LlavaSize:
+    """Layer sizes of a LLaVA-1.5-shaped model (CLIP ViT/14 at 336 px + a Llama decoder)."""
+
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_intermediate: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    text_intermediate: int
+    vocab_size: int | None  # None: the tokenizer's size
+
+
+LLAVA_SIZES = {
+    # Tests: about 0.3 M parameters.
+    'tiny': LlavaSize(VISION_HIDDEN, VISION_LAYERS, VISION_HEADS, VISION_INTERMEDIATE,
+                      TEXT_HIDDEN, TEXT_LAYERS, TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE,
+                      None),
+    # CPU benchmarks: about 170 M parameters, 576 image tokens like the real model.
+    'mid': LlavaSize(256, 4, 4, 1024, 1024, 8, 16, 16, 2816, 32000),
+    # GPU benchmarks: the shape of LLaVA-1.5-7B (CLIP ViT-L/14-336 + Vicuna-7B), about 7 B.
+    '7b': LlavaSize(1024, 24, 16, 4096, 4096, 32, 32, 32, 11008, 32064),
+}  # fmt: skip
+
+
+def _llama_text_config(
+    tokenizer: PreTrainedTokenizerFast, size: LlavaSize = LLAVA_SIZES['tiny']
+) -> LlamaConfig:
+    """Return a Llama text config (LLaVA's and InstructBLIP's Vicuna) of ``size``."""
     return LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=TEXT_HIDDEN,
-        intermediate_size=TEXT_INTERMEDIATE,
-        num_hidden_layers=TEXT_LAYERS,
-        num_attention_heads=TEXT_HEADS,
-        num_key_value_heads=TEXT_KV_HEADS,
+        vocab_size=size.vocab_size or len(tokenizer),
+        hidden_size=size.text_hidden,
+        intermediate_size=size.text_intermediate,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=size.text_kv_heads,
         max_position_embeddings=TEXT_MAX_POSITIONS,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
@@ -204,26 +236,27 @@ def _llama_text_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     )
 
 
-def _build_llava():
-    """Return (model class, config, processor) of the tiny LLaVA-1.5."""
+def build_llava(size: str = 'tiny'):
+    """Return (model class, config, processor) of a random LLaVA-1.5 of ``LLAVA_SIZES[size]``."""
+    shape = LLAVA_SIZES[size]
     tokenizer = _llama_tokenizer(
         ['<image>'],
         extra_special_tokens={'image_token': '<image>'},
         chat_template=_LLAVA_CHAT_TEMPLATE,
     )
     vision = CLIPVisionConfig(
-        hidden_size=VISION_HIDDEN,
-        intermediate_size=VISION_INTERMEDIATE,
-        num_hidden_layers=VISION_LAYERS,
-        num_attention_heads=VISION_HEADS,
+        hidden_size=shape.vision_hidden,
+        intermediate_size=shape.vision_intermediate,
+        num_hidden_layers=shape.vision_layers,
+        num_attention_heads=shape.vision_heads,
         image_size=LLAVA_IMAGE_SIZE,
         patch_size=LLAVA_PATCH_SIZE,
-        projection_dim=VISION_HIDDEN,
+        projection_dim=shape.vision_hidden,
     )
     patches = (LLAVA_IMAGE_SIZE // LLAVA_PATCH_SIZE) ** 2
     config = LlavaConfig(
         vision_config=vision,
-        text_config=_llama_text_config(tokenizer),
+        text_config=_llama_text_config(tokenizer, shape),
         image_token_index=tokenizer.convert_tokens_to_ids('<image>'),
         image_seq_length=patches,
         vision_feature_select_strategy='default',
@@ -404,7 +437,8 @@ def _save_as_stock_qwen_layout(out_dir: Path) -> None:
 
 
 _BUILDERS = {
-    'llava': _build_llava,
+    'llava': build_llava,
+    'llava_mid': lambda: build_llava('mid'),
     'instructblip': _build_instructblip,
     'qwen2_5_vl': _build_qwen2_5_vl,
 }
@@ -419,7 +453,7 @@ def make_tiny_model(family: str, out_dir: str | Path, seed: int = 0) -> Path:
     ``AutoModelForImageTextToText.from_pretrained`` and ``loader.load_processor``.
     """
     if family not in _BUILDERS:
-        raise ValueError(f'unknown family {family!r}; expected one of {FAMILIES}')
+        raise ValueError(f'unknown family {family!r}; expected one of {tuple(_BUILDERS)}')
     out_dir = Path(out_dir)
     model_class, config, processor = _BUILDERS[family]()
     tokenizer = processor.tokenizer

@@ -399,7 +399,7 @@ class VicropNode(LifecycleNode):
         answer.status = Answer.OK
         timings = result.timings_ms
         answer.saliency_ms, answer.crop_ms = timings['saliency'], timings['crop']
-        answer.answer_ms = timings['answer']
+        answer.answer_ms = timings['prepare'] + timings['answer']  # the prefix is answer work
         if result.box is not None:
             answer.crop = RegionOfInterest(
                 x_offset=result.box.x0, y_offset=result.box.y0,

@@ -1,0 +1,55 @@
+"""Prefix sharing is exact: the same maps and the same answers as computing everything afresh."""
+
+import numpy as np
+import pytest
+from sample_data import random_image
+
+from vicrop_ros.core import VicropConfig
+
+pytestmark = pytest.mark.slow
+QUESTION = 'What does the small label say?'
+
+
+@pytest.fixture
+def llava(tiny_model):
+    model = tiny_model('llava')
+    assert type(model).shares_prefix
+    return model
+
+
+def without_prefix(model, function):
+    type(model).shares_prefix = False
+    try:
+        return function()
+    finally:
+        type(model).shares_prefix = True
+
+
+@pytest.mark.parametrize('method', ['rel_att', 'grad_att'])
+def test_maps_from_the_shared_prefix_equal_the_plain_computation(llava, method):
+    image, config = random_image(640, 480, seed=21), VicropConfig(method=method)
+    shared = llava.prepare(image)
+    assert shared.prefix is not None and shared.prefix.length > 576  # system + all image tokens
+    fast = shared.saliency(QUESTION, config).values
+    plain = without_prefix(llava, lambda: llava.prepare(image).saliency(QUESTION, config).values)
+    np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize('with_crop', [True, False])
+def test_answers_continued_from_the_prefix_are_token_identical(llava, with_crop):
+    image, config = random_image(640, 480, seed=22), VicropConfig(max_new_tokens=12)
+    crop = image[100:300, 250:450] if with_crop else None
+    shared = llava.prepare(image)
+    shared.saliency(QUESTION, VicropConfig())  # the attention passes must not disturb the prefix
+    fast = shared.answer(QUESTION, crop, config)
+    plain = without_prefix(llava, lambda: llava.prepare(image).answer(QUESTION, crop, config))
+    assert fast == plain and fast
+
+
+def test_one_prefix_serves_several_questions(llava):
+    image, config = random_image(320, 240, seed=23), VicropConfig()
+    shared = llava.prepare(image)
+    first = shared.saliency(QUESTION, config).values
+    shared.saliency('Which colour is the cap?', config)
+    again = shared.saliency(QUESTION, config).values
+    np.testing.assert_array_equal(first, again)

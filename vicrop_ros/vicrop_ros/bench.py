@@ -1,0 +1,188 @@
+"""
+``vicrop bench``: ViCrop timed side by side with plain answers and the reference-style pipeline.
+
+For each method it measures, on the same images and question, medians over repeats:
+
+* ``plain_one_image``: one answer from the full image (no map, no crop);
+* ``plain_two_image``: the final two-image answer (image + crop) computed from scratch;
+* ``vicrop``: the whole ViCrop answer with its stages (prepare, saliency, crop, answer);
+* ``reference``: the reference code's way (all-layer eager attention, question and generic
+  question as two separate passes with autograd on, a baseline answer, then the two-image
+  answer), shared by the methods.
+
+Ratios: ``overhead_ratio`` = (saliency + crop) / (prepare + answer): what the map and box add to
+the final answer's own work (the shared prefix is work the answer needs anyway);
+``overhead_vs_plain_two_image`` = (vicrop total - plain two-image) / plain two-image;
+``speedup_vs_reference`` = reference / vicrop total. No ROS imports: runs on any machine with
+torch and transformers.
+"""
+
+from dataclasses import dataclass
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from .core import Box, SaliencyMap, Vicrop, VicropConfig, crop, project_to_image, select_box
+from .core.geometry import image_size
+from .core.saliency import safe_ratio
+from .models.base import HfVisionLanguageModel
+
+QUESTION = 'What does the small label on the bottle say?'
+
+
+def _ms(start: float) -> float:
+    """Milliseconds since ``start`` (time.perf_counter)."""
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work (timings on CUDA are asynchronous otherwise)."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def reference_answer(eager: HfVisionLanguageModel, image: np.ndarray, question: str,
+                     config: VicropConfig) -> str:  # fmt: skip
+    """
+    Answer the way the reference code does (rel-att), on a model loaded with eager attention.
+
+    Two separate full passes (question, generic question) returning every layer's attention
+    with autograd on, the map from one layer, the box, a baseline answer without the crop, then
+    the two-image answer.
+    """
+    view, extent = eager.model_view(image)
+    layer = eager.attention_layer(config)
+    maps = []
+    for text in (question, config.generic_question):
+        prompt = eager.prompt(eager.format_question(text, config), 1)
+        inputs = eager.encode([[view]], [prompt])
+        inputs['pixel_values'] = inputs['pixel_values'].detach().requires_grad_(True)
+        with torch.enable_grad():
+            output = eager.model(**inputs, output_attentions=True)
+        attention = output.attentions[layer][0, :, -1].detach()  # (heads, keys)
+        positions = inputs['input_ids'][0] == eager.image_token_id
+        maps.append(attention[:, positions].float().mean(0).reshape(eager.patch_grid(inputs, 0)))
+        del output
+    ratio = safe_ratio(maps[0], maps[1], config.epsilon).cpu().numpy()
+    grid = project_to_image([SaliencyMap(ratio, extent)], image_size(image))
+    box = select_box(grid, image_size(image), eager.input_size)
+    eager.generate_answer([view], question, config)  # the reference's baseline answer
+    crop_view = eager.model_view(crop(image, box))[0]
+    return eager.generate_answer([view, crop_view], question, config)
+
+
+@dataclass
+class Timing:
+    """Repeated measurements of one quantity, in milliseconds."""
+
+    samples: list[float]
+
+    @property
+    def median(self) -> float:
+        """Return the median."""
+        return statistics.median(self.samples)
+
+
+def bench_images(count: int, size: tuple[int, int]) -> list[np.ndarray]:
+    """Synthetic camera-like frames: a plain scene with a small bright label at varying places."""
+    rng = np.random.default_rng(0)
+    width, height = size
+    images = []
+    for _ in range(count):
+        image = np.full((height, width, 3), rng.integers(60, 160, 3), np.uint8)
+        x, y = int(rng.integers(0, width - 40)), int(rng.integers(0, height - 20))
+        image[Box(x, y, x + 40, y + 20).slices()] = 235
+        image[Box(x + 5, y + 8, x + 35, y + 12).slices()] = 20
+        images.append(image)
+    return images
+
+
+def run_bench(model: HfVisionLanguageModel, eager: HfVisionLanguageModel | None,
+              methods: list[str], images: list[np.ndarray], repeats: int, warmup: int,
+              max_new_tokens: int) -> dict:  # fmt: skip
+    """Measure every method (and the reference when ``eager`` is given); return the figures."""
+    device = model.device
+    config = VicropConfig(max_new_tokens=max_new_tokens)
+    vicrop = Vicrop(model, config)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def timed(function) -> float:
+        _sync(device)
+        start = time.perf_counter()
+        function()
+        _sync(device)
+        return _ms(start)
+
+    reference = Timing([])
+    if eager is not None:
+        for index in range(warmup + repeats):
+            image = images[index % len(images)]
+            ms = timed(lambda image=image: reference_answer(eager, image, QUESTION, config))
+            if index >= warmup:
+                reference.samples.append(ms)
+    figures = {}
+    for method in methods:
+        stages = {k: Timing([]) for k in ('prepare', 'saliency', 'crop', 'answer', 'total')}
+        plain_one, plain_two = Timing([]), Timing([])
+        for index in range(warmup + repeats):
+            image = images[index % len(images)]
+            result = vicrop(image, QUESTION, method=method)
+            _sync(device)
+            crop_pixels = crop(image, result.box) if result.box is not None else None
+            view = model.model_view(image)[0]
+            views = [view] + (
+                [model.model_view(crop_pixels)[0]] if crop_pixels is not None else []
+            )
+            one = timed(lambda v=view: model.generate_answer([v], QUESTION, config))
+            two = timed(lambda v=views: model.generate_answer(v, QUESTION, config))
+            if index < warmup:
+                continue
+            for stage, timing in stages.items():
+                timing.samples.append(result.timings_ms[stage])
+            plain_one.samples.append(one)
+            plain_two.samples.append(two)
+        medians = {f'{stage}_ms': round(t.median, 2) for stage, t in stages.items()}
+        answer_work = medians['prepare_ms'] + medians['answer_ms']
+        entry = medians | {
+            'plain_one_image_ms': round(plain_one.median, 2),
+            'plain_two_image_ms': round(plain_two.median, 2),
+            'overhead_ratio': round(
+                (medians['saliency_ms'] + medians['crop_ms']) / answer_work, 4),
+            'overhead_vs_plain_two_image': round(
+                (medians['total_ms'] - plain_two.median) / plain_two.median, 4),
+        }  # fmt: skip
+        if reference.samples:
+            entry['reference_ms'] = round(reference.median, 2)
+            entry['speedup_vs_reference'] = round(reference.median / medians['total_ms'], 3)
+        figures[method] = entry
+    peak = {}
+    if device.type == 'cuda':
+        peak['cuda_peak_mb'] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return {'methods': figures, **peak}
+
+
+def format_table(figures: dict) -> str:
+    """Return the figures as a fixed-width table."""
+    columns = ('prepare_ms', 'saliency_ms', 'crop_ms', 'answer_ms', 'total_ms',
+               'plain_two_image_ms', 'reference_ms', 'overhead_ratio',
+               'overhead_vs_plain_two_image', 'speedup_vs_reference')  # fmt: skip
+    short = ('prepare', 'saliency', 'crop', 'answer', 'total', 'plain 2-img', 'reference',
+             'overhead', 'vs plain', 'speedup')  # fmt: skip
+    lines = ['method     ' + ''.join(f'{name:>12}' for name in short)]
+    for method, entry in figures['methods'].items():
+        cells = ''.join(f'{entry.get(c, float("nan")):>12.4g}' for c in columns)
+        lines.append(f'{method:<11}{cells}')
+    return '\n'.join(lines)
+
+
+def load_eager_twin(model: HfVisionLanguageModel) -> HfVisionLanguageModel:
+    """Load ``model``'s checkpoint again with eager attention everywhere (the reference's way)."""
+    eager = (
+        model.transformers_class()
+        .from_pretrained(model.name, attn_implementation='eager', dtype=model.model.dtype)
+        .to(model.device)
+    )
+    return type(model)(model.name, eager, model.processor)
