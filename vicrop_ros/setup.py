@@ -29,6 +29,8 @@ setup(
             'vicrop-replay = vicrop_ros.ros.replay:main',
             'vicrop-make-demo-bag = vicrop_ros.ros.demo_bag:main',
             'vicrop-load-test = vicrop_ros.ros.load_test:main',
+            'vicrop-idle-cpu = vicrop_ros.ros.load_test:idle_main',
+            'vicrop-dds-latency = vicrop_ros.ros.dds_latency:main',
         ],
     },
 )

@@ -4,14 +4,16 @@ Launch the vicrop node.
     ros2 launch vicrop_ros vicrop.launch.py model:=llava-hf/llava-1.5-7b-hf method:=rel_att
 
 Every parameter is in ``params_file`` (default: the package's ``config/vicrop.yaml``); the launch
-arguments below override their parameter from that file.
+arguments below override their parameter from that file. ``use_shm_profile:=true`` sets the
+shipped Fast DDS shared-memory profile for large images (give it to the camera drivers too).
 """
 
 import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
@@ -38,6 +40,11 @@ def generate_launch_description() -> LaunchDescription:
             description='YAML file with every vicrop parameter.',
         ),
         DeclareLaunchArgument('namespace', default_value='', description='Node namespace.'),
+        DeclareLaunchArgument(
+            'use_shm_profile',
+            default_value='false',
+            description='Use config/fastdds_shm.xml (shared memory, 32 MB segments) for DDS.',
+        ),
     ]
     arguments += [
         DeclareLaunchArgument(argument, default_value=default, description=description)
@@ -56,4 +63,9 @@ def generate_launch_description() -> LaunchDescription:
         emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'), overrides],
     )
-    return LaunchDescription([*arguments, node])
+    shm_profile = SetEnvironmentVariable(
+        'FASTDDS_DEFAULT_PROFILES_FILE',
+        os.path.join(share, 'config', 'fastdds_shm.xml'),
+        condition=IfCondition(LaunchConfiguration('use_shm_profile')),
+    )
+    return LaunchDescription([*arguments, shm_profile, node])

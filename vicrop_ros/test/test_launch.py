@@ -37,6 +37,7 @@ def stand_in_modules() -> dict[str, types.ModuleType]:
     names = (
         'launch',
         'launch.actions',
+        'launch.conditions',
         'launch.substitutions',
         'launch_ros',
         'launch_ros.actions',
@@ -46,6 +47,10 @@ def stand_in_modules() -> dict[str, types.ModuleType]:
     modules['launch.actions'].DeclareLaunchArgument = type(
         'DeclareLaunchArgument', (Recorded,), {}
     )
+    modules['launch.actions'].SetEnvironmentVariable = type(
+        'SetEnvironmentVariable', (Recorded,), {}
+    )
+    modules['launch.conditions'].IfCondition = type('IfCondition', (Recorded,), {})
     modules['launch.substitutions'].LaunchConfiguration = LaunchConfiguration
     modules['launch_ros.actions'].Node = type('Node', (Recorded,), {})
     return modules
@@ -78,7 +83,13 @@ def test_launch_arguments_reach_declared_node_parameters(monkeypatch):
     params_file, overrides = node.kwargs['parameters']
     assert params_file.name == 'params_file'
     assert Path(declared['params_file']['default_value']) == SHARE / 'config' / 'vicrop.yaml'
-    used = {'params_file', 'namespace'}
+    (environment,) = [e for e in entities if type(e).__name__ == 'SetEnvironmentVariable']
+    assert environment.args[0] == 'FASTDDS_DEFAULT_PROFILES_FILE'
+    assert Path(environment.args[1]) == SHARE / 'config' / 'fastdds_shm.xml'
+    assert Path(environment.args[1]).is_file()
+    assert environment.kwargs['condition'].args[0].name == 'use_shm_profile'
+    assert declared['use_shm_profile']['default_value'] == 'false'
+    used = {'params_file', 'namespace', 'use_shm_profile'}
     for parameter, configuration in overrides.items():
         assert parameter in SPEC_BY_NAME, f'{parameter} is not a node parameter'
         argument = configuration.name

@@ -1,5 +1,5 @@
 """
-``vicrop-load-test``: stream two cameras into a vicrop node and send questions at a fixed rate.
+``vicrop-load-test`` and ``vicrop-idle-cpu``: a vicrop node under camera streams and questions.
 
     vicrop-load-test [--model DIR] [--questions 200] [--rate 20] [--max-pending 2]
                      [--head 1280x720] [--wrist 640x480] [--camera-rate 30] [--json]
@@ -9,6 +9,11 @@ Starts ``vicrop_node`` (a tiny random LLaVA unless ``--model`` is given), publis
 busy, other statuses, questions with no answer or more than one, p50/p95 latency of OK answers,
 and the node's resident memory at the start and the end. Exit status 1 when a question did not
 get exactly one answer, or got one other than OK/BUSY.
+
+    vicrop-idle-cpu [--seconds 10] [--head 1280x720] [--wrist 640x480] [--camera-rate 30] [--json]
+
+Streams the two cameras into a node that gets no question and reports its CPU use (percent of one
+core) and the frames it received: ingestion must cost little while nobody asks.
 """
 
 import argparse
@@ -43,7 +48,7 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _frames(size: tuple[int, int], count: int, frame_id: str) -> list[Image]:
+def camera_frames(size: tuple[int, int], count: int, frame_id: str) -> list[Image]:
     """Pre-built rgb8 frames (random pixels), reused in turn so publishing costs no rendering."""
     width, height = size
     rng = np.random.default_rng(0)
@@ -56,7 +61,7 @@ def _frames(size: tuple[int, int], count: int, frame_id: str) -> list[Image]:
     return frames
 
 
-def _stream(node, publisher, frames, rate_hz: float, stop: threading.Event) -> None:
+def stream_frames(node, publisher, frames, rate_hz: float, stop: threading.Event) -> None:
     """Publish ``frames`` in turn at ``rate_hz`` until ``stop`` is set."""
     period, index, next_time = 1.0 / rate_hz, 0, time.monotonic()
     while not stop.is_set():
@@ -68,20 +73,42 @@ def _stream(node, publisher, frames, rate_hz: float, stop: threading.Event) -> N
         time.sleep(max(0.0, next_time - time.monotonic()))
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Run the load test and return its figures."""
-    model = args.model
-    scratch = tempfile.TemporaryDirectory(prefix='vicrop-load-')
+def start_node(model: str | None, scratch: Path, *params: str) -> subprocess.Popen:
+    """Start ``vicrop_load`` (a tiny random LLaVA in ``scratch`` unless ``model`` is given)."""
     if model is None:
         from ..models.tiny import make_tiny_model
 
-        model = str(make_tiny_model('llava', Path(scratch.name) / 'tiny_llava'))
-    node_process = subprocess.Popen(
-        ['vicrop_node', '--ros-args', '-r', '__node:=vicrop_load', '-p', f'model:={model}',
-         '-p', f'max_pending:={args.max_pending}', '-p', 'max_new_tokens:=4',
-         '-p', 'head.reliability:=reliable', '-p', 'wrist.reliability:=reliable',
-         '-p', 'publish_saliency:=false'],
-        start_new_session=True,
+        model = str(make_tiny_model('llava', scratch / 'tiny_llava'))
+    command = [
+        'vicrop_node',
+        '--ros-args',
+        '-r',
+        '__node:=vicrop_load',
+        '-p',
+        f'model:={model}',
+        '-p',
+        'head.reliability:=reliable',
+        '-p',
+        'wrist.reliability:=reliable',
+    ]
+    for param in params:
+        command += ['-p', param]  # fmt: skip
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def stop_node(process: subprocess.Popen) -> None:
+    """Stop the node (SIGINT, then wait)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=20)
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the load test and return its figures."""
+    scratch = tempfile.TemporaryDirectory(prefix='vicrop-load-')
+    node_process = start_node(
+        args.model, Path(scratch.name), f'max_pending:={args.max_pending}', 'max_new_tokens:=4',
+        'publish_saliency:=false',
     )  # fmt: skip
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -107,11 +134,11 @@ def run(args: argparse.Namespace) -> dict:
             time.sleep(0.1)
         streams = [
             threading.Thread(
-                target=_stream, args=(node, publisher, frames, args.camera_rate, stop)
+                target=stream_frames, args=(node, publisher, frames, args.camera_rate, stop)
             )
             for publisher, frames in (
-                (head, _frames(_size(args.head), 4, 'head_optical')),
-                (wrist, _frames(_size(args.wrist), 4, 'wrist_optical')),
+                (head, camera_frames(_size(args.head), 4, 'head_optical')),
+                (wrist, camera_frames(_size(args.wrist), 4, 'wrist_optical')),
             )
         ]
         for stream in streams:
@@ -143,9 +170,7 @@ def run(args: argparse.Namespace) -> dict:
         spinner.join(timeout=5)
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-        if node_process.poll() is None:
-            os.killpg(node_process.pid, signal.SIGINT)
-            node_process.wait(timeout=20)
+        stop_node(node_process)
         scratch.cleanup()
     statuses = Counter(STATUS_NAMES[a[0][0].status] for a in answers.values())
     latencies = sorted((a[0][1] - sent[i]) * 1000 for i, a in answers.items()
@@ -194,3 +219,62 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == '__main__':
     sys.exit(main())
+
+
+def idle_main(argv: list[str] | None = None) -> int:
+    """Measure the node's CPU use while two cameras stream and nobody asks anything."""
+    parser = argparse.ArgumentParser(prog='vicrop-idle-cpu', description='Node CPU while idle.')
+    parser.add_argument('--seconds', type=float, default=10.0, help='measuring window')
+    parser.add_argument('--head', default='1280x720', help='head camera WIDTHxHEIGHT')
+    parser.add_argument('--wrist', default='640x480', help='wrist camera WIDTHxHEIGHT')
+    parser.add_argument('--camera-rate', type=float, default=30.0, help='frames per second')
+    parser.add_argument('--model', help='model id or directory (default: a tiny random LLaVA)')
+    parser.add_argument('--json', action='store_true', help='print one JSON object')
+    args = parser.parse_args(argv)
+    scratch = tempfile.TemporaryDirectory(prefix='vicrop-idle-')
+    node_process = start_node(args.model, Path(scratch.name))
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node('vicrop_idle_cpu', context=context)
+    head = node.create_publisher(Image, '/head_camera/image_raw', RELIABLE)
+    wrist = node.create_publisher(Image, '/wrist_camera/image_raw', RELIABLE)
+    stop = threading.Event()
+    try:
+        deadline = time.monotonic() + 120
+        while head.get_subscription_count() == 0 or wrist.get_subscription_count() == 0:
+            if time.monotonic() > deadline or node_process.poll() is not None:
+                raise RuntimeError('the vicrop node did not come up')
+            time.sleep(0.1)
+        streams = [
+            threading.Thread(
+                target=stream_frames, args=(node, publisher, frames, args.camera_rate, stop)
+            )
+            for publisher, frames in (
+                (head, camera_frames(_size(args.head), 4, 'head_optical')),
+                (wrist, camera_frames(_size(args.wrist), 4, 'wrist_optical')),
+            )
+        ]
+        for stream in streams:
+            stream.start()
+        time.sleep(3.0)  # past start-up
+        process = psutil.Process(node_process.pid)
+        cpu_start, wall_start = sum(process.cpu_times()[:2]), time.monotonic()
+        time.sleep(args.seconds)
+        cpu_s, wall_s = sum(process.cpu_times()[:2]) - cpu_start, time.monotonic() - wall_start
+    finally:
+        stop.set()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        stop_node(node_process)
+        scratch.cleanup()
+    figures = {
+        'cameras': f'{args.head} + {args.wrist} at {args.camera_rate:g} Hz (rgb8, raw)',
+        'window_s': round(wall_s, 1),
+        'node_cpu_pct_of_one_core': round(100 * cpu_s / wall_s, 1),
+    }
+    if args.json:
+        print(json.dumps(figures))
+    else:
+        for key, value in figures.items():
+            print(f'{key:>26}: {value}')
+    return 0

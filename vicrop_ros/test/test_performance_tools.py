@@ -1,0 +1,62 @@
+"""The performance scripts run and report their figures (speed is measured by them, not here)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def run_json(command, timeout=300) -> dict:
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_bench_reports_every_method_with_its_ratios(tiny_model_dir):
+    figures = run_json(['vicrop', 'bench', '--model', str(tiny_model_dir('llava')), '--repeats',
+                        '1', '--warmup', '0', '--images', '1', '--size', '320x240',
+                        '--max-new-tokens', '2', '--device', 'cpu', '--json'])  # fmt: skip
+    assert set(figures['methods']) == {'rel_att', 'grad_att', 'pure_grad'}
+    for entry in figures['methods'].values():
+        for key in ('prepare_ms', 'saliency_ms', 'crop_ms', 'answer_ms', 'total_ms',
+                    'plain_one_image_ms', 'plain_two_image_ms', 'reference_ms'):  # fmt: skip
+            assert entry[key] > 0, key
+        expected = entry['reference_ms'] / entry['total_ms']
+        assert entry['speedup_vs_reference'] == pytest.approx(expected, rel=0.01)
+        work = entry['prepare_ms'] + entry['answer_ms']
+        expected = (entry['saliency_ms'] + entry['crop_ms']) / work
+        assert entry['overhead_ratio'] == pytest.approx(expected, rel=0.01)
+    assert figures['parameters_m'] < 1 and figures['device'] == 'cpu'
+
+
+def test_gpu_bench_runs_on_the_cpu_with_a_tiny_model():
+    figures = run_json([sys.executable, '-m', 'vicrop_ros.gpu_bench', '--size', 'tiny',
+                        '--device', 'cpu', '--dtype', 'float32', '--repeats', '2',
+                        '--warmup', '1', '--json'])  # fmt: skip
+    assert set(figures['rows']) == {
+        'plain one-image answer',
+        'plain two-image answer',
+        'vicrop rel_att',
+        'vicrop grad_att',
+        'vicrop pure_grad',
+    }
+    assert all(
+        row['p50_ms'] > 0 and row['p95_ms'] >= row['p50_ms'] for row in figures['rows'].values()
+    )
+
+
+@pytest.mark.dds
+def test_idle_cpu_script_reports_the_node_cpu():
+    figures = run_json(['vicrop-idle-cpu', '--seconds', '2', '--head', '640x360', '--json'])
+    assert figures['node_cpu_pct_of_one_core'] >= 0 and figures['window_s'] >= 2
+
+
+@pytest.mark.dds
+def test_dds_latency_script_compares_the_profiles():
+    figures = run_json(['vicrop-dds-latency', '--seconds', '1', '--size', '320x240', '--json'])
+    assert len(figures['rows']) == 4
+    for row in figures['rows'].values():
+        assert row['sent'] == 30 and 0 <= row['received'] <= 30
