@@ -63,9 +63,13 @@ def generate_launch_description() -> LaunchDescription:
         emulate_tty=True,
         parameters=[LaunchConfiguration('params_file'), overrides],
     )
-    shm_profile = SetEnvironmentVariable(
-        'FASTDDS_DEFAULT_PROFILES_FILE',
-        os.path.join(share, 'config', 'fastdds_shm.xml'),
-        condition=IfCondition(LaunchConfiguration('use_shm_profile')),
-    )
-    return LaunchDescription([*arguments, shm_profile, node])
+    # Fast DDS 2.x (Jazzy) reads FASTRTPS_..., Fast DDS 3.x (Kilted and later) FASTDDS_...
+    shm_profile = [
+        SetEnvironmentVariable(
+            variable,
+            os.path.join(share, 'config', 'fastdds_shm.xml'),
+            condition=IfCondition(LaunchConfiguration('use_shm_profile')),
+        )
+        for variable in ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
+    ]
+    return LaunchDescription([*arguments, *shm_profile, node])

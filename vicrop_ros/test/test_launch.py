@@ -83,11 +83,15 @@ def test_launch_arguments_reach_declared_node_parameters(monkeypatch):
     params_file, overrides = node.kwargs['parameters']
     assert params_file.name == 'params_file'
     assert Path(declared['params_file']['default_value']) == SHARE / 'config' / 'vicrop.yaml'
-    (environment,) = [e for e in entities if type(e).__name__ == 'SetEnvironmentVariable']
-    assert environment.args[0] == 'FASTDDS_DEFAULT_PROFILES_FILE'
-    assert Path(environment.args[1]) == SHARE / 'config' / 'fastdds_shm.xml'
-    assert Path(environment.args[1]).is_file()
-    assert environment.kwargs['condition'].args[0].name == 'use_shm_profile'
+    environment = [e for e in entities if type(e).__name__ == 'SetEnvironmentVariable']
+    assert {e.args[0] for e in environment} == {
+        'FASTRTPS_DEFAULT_PROFILES_FILE',  # Fast DDS 2.x, the Jazzy one
+        'FASTDDS_DEFAULT_PROFILES_FILE',
+    }
+    for variable in environment:
+        assert Path(variable.args[1]) == SHARE / 'config' / 'fastdds_shm.xml'
+        assert Path(variable.args[1]).is_file()
+        assert variable.kwargs['condition'].args[0].name == 'use_shm_profile'
     assert declared['use_shm_profile']['default_value'] == 'false'
     used = {'params_file', 'namespace', 'use_shm_profile'}
     for parameter, configuration in overrides.items():

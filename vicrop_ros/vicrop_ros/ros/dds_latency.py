@@ -27,6 +27,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 TOPIC = '/vicrop_dds_latency/image'
+# Fast DDS 2.x (Jazzy) reads the first, Fast DDS 3.x (Kilted and later) the second.
+PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
 
 
 def publish(args: argparse.Namespace) -> int:
@@ -59,10 +61,9 @@ def publish(args: argparse.Namespace) -> int:
 
 def measure(args: argparse.Namespace, reliability: str, profile: str | None) -> dict:
     """Run one publisher process against a subscription here; return latency and loss."""
-    env = dict(os.environ)
-    env.pop('FASTDDS_DEFAULT_PROFILES_FILE', None)
+    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
     if profile:
-        env['FASTDDS_DEFAULT_PROFILES_FILE'] = profile
+        env |= dict.fromkeys(PROFILE_VARIABLES, profile)
     # This process's participant must use the same profile: measure in a child of our own.
     command = [sys.executable, '-m', 'vicrop_ros.ros.dds_latency', '--subscribe',
                '--reliability', reliability, '--size', args.size, '--rate', str(args.rate),

@@ -1,12 +1,15 @@
 """
 Per-camera ring buffers of received frames, and the choice of the frame a question is about.
 
-A frame is kept as the received serialized (CDR) bytes, deserialized and decoded only when a
-question needs it, with its stamp in integer nanoseconds: the header stamp (read straight from the
-bytes), or the receive time when a driver leaves the stamp zero.
+Frames wait in the DDS reader's own history (KEEP_LAST ``buffer_length``) and are taken only
+when somebody needs them (a question, the periodic diagnostics): a 30 Hz stream that nobody asks
+about costs no Python work at all. Taken frames are kept as serialized (CDR) bytes, deserialized
+and decoded only for the question that uses them, with their stamp in integer nanoseconds: the
+header stamp (read straight from the bytes), or the take time when a driver leaves it zero.
 """
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 import struct
 import threading
@@ -44,27 +47,41 @@ class FrameChoiceError(Exception):
 
 class FrameBuffer:
     """
-    The last ``length`` frames of one camera; thread-safe (cameras and the worker share it).
+    The last ``length`` frames of one camera; thread-safe (intake, worker and diagnostics).
 
-    ``add`` is O(1) and copies nothing, so a 30 Hz stream costs almost nothing while idle.
+    ``take()`` returns the next waiting serialized message (oldest first) or None;
+    ``now_ns()`` stamps frames whose header stamp is zero; ``message_type`` is what they hold.
     """
 
-    def __init__(self, name: str, length: int):
-        """Keep at most ``length`` frames of camera ``name``."""
+    def __init__(
+        self,
+        name: str,
+        length: int,
+        take: Callable[[], bytes | None],
+        message_type: type,
+        now_ns: Callable[[], int],
+    ):
+        """Keep at most ``length`` frames of camera ``name``, taken with ``take``."""
         self.name = name
         self._frames: deque[Frame] = deque(maxlen=length)
+        self._take, self._message_type, self._now_ns = take, message_type, now_ns
         self._lock = threading.Lock()
-        self.received = 0  # frames received since start
+        self.received = 0  # frames taken since start
+        self.checked_ns = 0  # when waiting frames were last taken (now_ns clock)
 
-    def add(self, frame: Frame) -> None:
-        """Append a frame, dropping the oldest when full."""
-        with self._lock:
-            self._frames.append(frame)
+    def _refill(self) -> None:
+        """Take every waiting frame (call with the lock held)."""
+        self.checked_ns = self._now_ns()
+        while (data := self._take()) is not None:
+            stamp_ns = header_stamp_ns(data) or self.checked_ns
+            self._frames.append(Frame(stamp_ns, data, self._message_type))
             self.received += 1
 
-    def newest_stamp_ns(self) -> int | None:
-        """Return the stamp of the newest frame, or None when there is none."""
+    def newest_stamp_ns(self, refill: bool = True) -> int | None:
+        """Return the stamp of the newest frame (taking waiting ones first), or None."""
         with self._lock:
+            if refill:
+                self._refill()
             return self._frames[-1].stamp_ns if self._frames else None
 
     def choose(self, stamp_ns: int, now_ns: int, max_age_ns: int) -> Frame:
@@ -76,6 +93,7 @@ class FrameBuffer:
         ``max_age_ns`` of it (before or after).
         """
         with self._lock:
+            self._refill()
             frames = list(self._frames)
         if not frames:
             raise FrameChoiceError('NO_IMAGE', f'no frame received on the {self.name} camera yet')

@@ -17,12 +17,13 @@ import traceback
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import rclpy
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.callback_groups import ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
 from rclpy.qos import (
     DurabilityPolicy,
+    HistoryPolicy,
     QoSProfile,
     ReliabilityPolicy,
     qos_profile_sensor_data,
@@ -35,7 +36,7 @@ from vicrop_interfaces.action import AskQuestion
 from vicrop_interfaces.msg import Answer, CropBox, Question
 from vicrop_interfaces.srv import Ask
 
-from .frames import Frame, FrameBuffer, FrameChoiceError, header_stamp_ns
+from .frames import FrameBuffer, FrameChoiceError
 from .images import BadImageError, bgr_image_message, decode_rgb
 from .jobs import STATUS_NAMES, Job, JobQueue
 from .params import CAMERAS, METHODS, Settings, declare_parameters
@@ -45,6 +46,7 @@ RESULTS_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 FEEDBACK_QOS = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
+DIAGNOSTICS_REFILL_TICKS = 10  # diagnostics take waiting camera frames every 10 s
 FRAME_WAIT_S = 1.0  # longest wait for the frame of a question stamped after the newest frame
 STAGES = {
     'queued': AskQuestion.Feedback.QUEUED,
@@ -80,7 +82,8 @@ class VicropNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._on_parameters_set)
         self._engine = None  # vicrop_ros.core.Vicrop while configured
         self._buffers: dict[str, FrameBuffer] = {}
-        self._camera_subscriptions = []
+        self._camera_node = None  # owns the camera readers; never spun (see frames.py)
+        self._diagnostics_ticks = 0
         self._queue = JobQueue(self.settings.max_pending)
         self._in_flight: dict[str, Job] = {}
         self._in_flight_lock = threading.Lock()
@@ -91,7 +94,6 @@ class VicropNode(LifecycleNode):
         self._status_counts: Counter[str] = Counter()  # answers per status name
         self._latencies_ms: deque[float] = deque(maxlen=200)  # total_ms of recent OK answers
 
-        self._cameras_group = MutuallyExclusiveCallbackGroup()
         self._requests_group = ReentrantCallbackGroup()
         self.answers = self.create_publisher(Answer, '~/answers', RESULTS_QOS)
         self.crop_boxes = self.create_publisher(CropBox, '~/crop_boxes', RESULTS_QOS)
@@ -107,7 +109,8 @@ class VicropNode(LifecycleNode):
             cancel_callback=lambda goal_handle: CancelResponse.ACCEPT,
             callback_group=self._requests_group, feedback_pub_qos_profile=FEEDBACK_QOS,
         )  # fmt: skip
-        self.create_timer(0.05, self._expire_overdue, callback_group=self._requests_group)
+        # Topic questions past their deadline (service and action waiters check their own).
+        self.create_timer(0.2, self._expire_overdue, callback_group=self._requests_group)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._requests_group)
         self._stopping = False
@@ -164,10 +167,10 @@ class VicropNode(LifecycleNode):
     def _release(self) -> None:
         """Drop the model and the camera subscriptions."""
         self._engine = None
-        for subscription in self._camera_subscriptions:
-            self.destroy_subscription(subscription)
-        self._camera_subscriptions.clear()
         self._buffers.clear()
+        if self._camera_node is not None:
+            self._camera_node.destroy_node()
+            self._camera_node = None
         import torch
 
         if torch.cuda.is_available():
@@ -182,30 +185,41 @@ class VicropNode(LifecycleNode):
     # ----- cameras -----------------------------------------------------------------------------
 
     def _subscribe_camera(self, camera: str) -> None:
-        """Subscribe to one camera: store messages in its buffer, undecoded."""
+        """
+        Subscribe to one camera with a reader whose DDS history is the frame buffer.
+
+        The reader belongs to a companion node that no executor spins: frames wait in DDS
+        (KEEP_LAST ``buffer_length``, sensor-data QoS otherwise) until a question takes them.
+        """
         topic, transport, reliability = self.settings.camera(camera)
         qos = QoSProfile(
-            history=qos_profile_sensor_data.history,
-            depth=qos_profile_sensor_data.depth,
+            history=HistoryPolicy.KEEP_LAST,
+            depth=self.settings.buffer_length,
             durability=qos_profile_sensor_data.durability,
             reliability=ReliabilityPolicy.RELIABLE
             if reliability == 'reliable'
             else ReliabilityPolicy.BEST_EFFORT,
         )
-        buffer = FrameBuffer(camera, self.settings.buffer_length)
-        self._buffers[camera] = buffer
+        if self._camera_node is None:
+            self._camera_node = rclpy.create_node(
+                f'{self.get_name()}_cameras', namespace=self.get_namespace(),
+                context=self.context, start_parameter_services=False,
+                use_global_arguments=False,
+            )  # fmt: skip
         message_type = CompressedImage if transport == 'compressed' else Image
-
-        def store(data: bytes, buffer=buffer) -> None:
-            # Serialized bytes only: no Python message is built for frames nobody asks about.
-            stamp_ns = header_stamp_ns(data) or self.get_clock().now().nanoseconds
-            buffer.add(Frame(stamp_ns, data, message_type))
-
-        self._camera_subscriptions.append(
-            self.create_subscription(
-                message_type, topic, store, qos, callback_group=self._cameras_group, raw=True
-            )
+        reader = self._camera_node.create_subscription(
+            message_type, topic, lambda data: None, qos, raw=True
         )
+
+        def take() -> bytes | None:
+            with reader.handle:
+                taken = reader.handle.take_message(reader.msg_type, True)
+            return None if taken is None else taken[0]
+
+        self._buffers[camera] = FrameBuffer(
+            camera, self.settings.buffer_length, take, message_type,
+            lambda: self.get_clock().now().nanoseconds,
+        )  # fmt: skip
         self.get_logger().info(f'{camera} camera: {topic} ({transport}, {reliability})')
 
     # ----- requests ----------------------------------------------------------------------------
@@ -527,6 +541,7 @@ class VicropNode(LifecycleNode):
         array.status = [self._model_status(), self._questions_status()]
         array.status += [self._camera_status(camera) for camera in CAMERAS]
         self.diagnostics.publish(array)
+        self._diagnostics_ticks += 1
 
     def _diagnostic(self, part: str, level: bytes, message: str, **values) -> DiagnosticStatus:
         """Return one DiagnosticStatus of this node."""
@@ -574,17 +589,21 @@ class VicropNode(LifecycleNode):
         """Report the age of the camera's newest frame: OK within max_image_age, else WARN."""
         topic = self.settings.camera(camera)[0]
         buffer = self._buffers.get(camera)
-        newest = buffer.newest_stamp_ns() if buffer else None
+        # Taking frames costs: refresh every DIAGNOSTICS_REFILL_TICKS-th report only.
+        refill = self._diagnostics_ticks % DIAGNOSTICS_REFILL_TICKS == 0
+        newest = buffer.newest_stamp_ns(refill) if buffer else None
         if newest is None:
             return self._diagnostic(
                 f'{camera} camera', DiagnosticStatus.WARN, 'no frame received', topic=topic,
                 age_s='nan', frames_received=buffer.received if buffer else 0,
             )  # fmt: skip
-        age_s = (self.get_clock().now().nanoseconds - newest) / 1e9
+        age_s = (buffer.checked_ns - newest) / 1e9  # when last checked
+        checked_s = (self.get_clock().now().nanoseconds - buffer.checked_ns) / 1e9
         stale = age_s > self.settings.max_image_age
         return self._diagnostic(
             f'{camera} camera', DiagnosticStatus.WARN if stale else DiagnosticStatus.OK,
-            f'newest frame {age_s:.3f} s old', topic=topic, age_s=f'{age_s:.3f}',
+            f'newest frame {age_s:.3f} s old ({checked_s:.1f} s ago)', topic=topic,
+            age_s=f'{age_s:.3f}', checked_s_ago=f'{checked_s:.1f}',
             frames_received=buffer.received,
         )  # fmt: skip
 
