@@ -125,56 +125,67 @@ class HfVisionLanguageModel:
         self.processor = processor
         self.device = next(model.parameters()).device
 
-    # ----- hooks for the families -------------------------------------------------------------
+    # ----- hooks for the families (defaults: the chat-template families, LLaVA and Qwen) --------
 
     @property
     def input_size(self) -> int:
-        """Side of the model's input in pixels (the box search's base size)."""
-        raise NotImplementedError
+        """Return the vision input side in pixels (config): the box search's base size."""
+        return int(self.model.config.vision_config.image_size)
 
     @property
     def decoder_layers(self) -> torch.nn.ModuleList:
         """Return the language model's decoder layers (each with ``self_attn``)."""
-        raise NotImplementedError
+        return self.model.model.language_model.layers
 
     @property
     def output_head(self) -> torch.nn.Module:
         """Return the language model head (hidden state -> vocabulary logits)."""
-        raise NotImplementedError
+        return self.model.lm_head
 
     @property
     def image_token_id(self) -> int:
-        """Return the token id that stands for image features in ``input_ids``."""
-        raise NotImplementedError
+        """Return the token id that stands for image features in ``input_ids`` (config)."""
+        return int(self.model.config.image_token_id)
+
+    @property
+    def patch_size(self) -> int:
+        """Return the vision patch side in model-input pixels (config)."""
+        return int(self.model.config.vision_config.patch_size)
 
     def model_view(self, image: np.ndarray) -> tuple[np.ndarray, Extent]:
         """Return the image as given to the processor and its extent on ``image``."""
         return image, whole_image_extent(image_size(image))
 
     def prompt(self, question: str, images: int) -> str:
-        """Return the full prompt for the (formatted) ``question`` after ``images`` images."""
-        raise NotImplementedError
+        """Return the full prompt: the chat template with one user turn of images, then text."""
+        content = [{'type': 'image'}] * images + [{'type': 'text', 'text': question}]
+        messages = [{'role': 'user', 'content': content}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
 
     def encode(self, images: Sequence[Sequence[np.ndarray]], prompts: Sequence[str]):
         """Return the processor's batch (on the model's device) for one image list per prompt."""
-        raise NotImplementedError
+        flat = [image for row in images for image in row]
+        inputs = self.processor(
+            images=flat,
+            text=list(prompts),
+            return_tensors='pt',
+            padding=True,
+            padding_side='right',
+        )
+        return inputs.to(self.device, dtype=self.model.dtype)
 
     def forward(self, inputs, out: Forward, config: VicropConfig) -> None:
         """Run the model to the last hidden state, filling ``out`` (a probe may stop it)."""
-        raise NotImplementedError
+        out.hidden = self.model.model(**inputs, use_cache=False).last_hidden_state
 
     def patch_grid(self, inputs, row: int) -> tuple[int, int]:
-        """Return (rows, cols) of the image-patch grid of batch row ``row``."""
-        raise NotImplementedError
+        """Return (rows, cols) of the image-patch grid of row ``row``: (input / patch) squared."""
+        side = self.input_size // self.patch_size
+        return (side, side)
 
     def pixel_images(self, inputs, pixel_tensor: torch.Tensor) -> torch.Tensor:
         """Return ``pixel_tensor`` (shaped like ``pixel_values``) as (batch, C, H, W) images."""
         return pixel_tensor
-
-    @property
-    def patch_size(self) -> int:
-        """Side of one vision patch in model-input pixels."""
-        raise NotImplementedError
 
     # ----- shared ---------------------------------------------------------------------------
 

@@ -37,16 +37,6 @@ class InstructBlipModel(HfVisionLanguageModel):
         return InstructBlipForConditionalGeneration
 
     @property
-    def input_size(self) -> int:
-        """Return the vision model's input side in pixels (224)."""
-        return int(self.model.config.vision_config.image_size)
-
-    @property
-    def patch_size(self) -> int:
-        """Return the ViT patch side in pixels (14)."""
-        return int(self.model.config.vision_config.patch_size)
-
-    @property
     def decoder_layers(self) -> torch.nn.ModuleList:
         """Return the Vicuna (Llama) decoder layers."""
         return self.model.language_model.model.layers
@@ -55,11 +45,6 @@ class InstructBlipModel(HfVisionLanguageModel):
     def output_head(self) -> torch.nn.Module:
         """Return the LM head."""
         return self.model.language_model.lm_head
-
-    @property
-    def image_token_id(self) -> int:
-        """Return the image (query) placeholder token id from the model config."""
-        return int(self.model.config.image_token_id)
 
     @property
     def query_tokens(self) -> int:
@@ -124,11 +109,6 @@ class InstructBlipModel(HfVisionLanguageModel):
         out.hidden = language_model.model(
             inputs_embeds=embeds, attention_mask=inputs['attention_mask'], use_cache=False
         ).last_hidden_state
-
-    def patch_grid(self, inputs, row: int) -> tuple[int, int]:
-        """Return the ViT patch grid: (image_size / patch_size) squared."""
-        side = self.input_size // self.patch_size
-        return (side, side)
 
     @torch.no_grad()
     def generate_answer(

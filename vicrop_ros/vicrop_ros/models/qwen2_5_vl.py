@@ -1,14 +1,10 @@
 """Qwen2.5-VL: native-resolution vision with 2x2 patch merging; rectangular token grids."""
 
-from collections.abc import Sequence
-
-import numpy as np
 import torch
 from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 from transformers.utils import is_torchvision_available
 
-from ..core.config import VicropConfig
-from .base import Forward, HfVisionLanguageModel
+from .base import HfVisionLanguageModel
 
 
 class Qwen2_5_VLImageTextProcessor(Qwen2_5_VLProcessor):  # noqa: N801 (transformers' naming)
@@ -57,51 +53,9 @@ class Qwen25VLModel(HfVisionLanguageModel):
         return self.paper_base_size
 
     @property
-    def patch_size(self) -> int:
-        """Return the vision patch side in pixels (14), before the 2x2 merge."""
-        return int(self.model.config.vision_config.patch_size)
-
-    @property
     def merge_size(self) -> int:
         """Patches merged per token along each axis (2)."""
         return int(self.model.config.vision_config.spatial_merge_size)
-
-    @property
-    def decoder_layers(self) -> torch.nn.ModuleList:
-        """Return the Qwen2 decoder layers."""
-        return self.model.model.language_model.layers
-
-    @property
-    def output_head(self) -> torch.nn.Module:
-        """Return the LM head."""
-        return self.model.lm_head
-
-    @property
-    def image_token_id(self) -> int:
-        """Return the ``<|image_pad|>`` token id from the model config."""
-        return int(self.model.config.image_token_id)
-
-    def prompt(self, question: str, images: int) -> str:
-        """Apply the checkpoint's chat template: user turn with ``images`` images then text."""
-        content = [{'type': 'image'}] * images + [{'type': 'text', 'text': question}]
-        messages = [{'role': 'user', 'content': content}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
-
-    def encode(self, images: Sequence[Sequence[np.ndarray]], prompts: Sequence[str]):
-        """Run the processor on a batch, right-padded, on the model's device."""
-        flat = [image for row in images for image in row]
-        inputs = self.processor(
-            images=flat,
-            text=list(prompts),
-            return_tensors='pt',
-            padding=True,
-            padding_side='right',
-        )
-        return inputs.to(self.device, dtype=self.model.dtype)
-
-    def forward(self, inputs, out: Forward, config: VicropConfig) -> None:
-        """Run the vision encoder and language model to the last hidden state."""
-        out.hidden = self.model.model(**inputs, use_cache=False).last_hidden_state
 
     def patch_grid(self, inputs, row: int) -> tuple[int, int]:
         """Return the merged token grid of row ``row``'s image (``image_grid_thw``)."""

@@ -73,6 +73,17 @@ def stream_frames(node, publisher, frames, rate_hz: float, stop: threading.Event
         time.sleep(max(0.0, next_time - time.monotonic()))
 
 
+def start_streams(node, head, wrist, args: argparse.Namespace, stop: threading.Event) -> None:
+    """Stream the head and wrist cameras (sizes and rate from ``args``) until ``stop`` is set."""
+    for publisher, size, frame_id in ((head, args.head, 'head_optical'),
+                                      (wrist, args.wrist, 'wrist_optical')):  # fmt: skip
+        frames = camera_frames(_size(size), 4, frame_id)
+        threading.Thread(
+            target=stream_frames, args=(node, publisher, frames, args.camera_rate, stop),
+            daemon=True,
+        ).start()  # fmt: skip
+
+
 def start_node(model: str | None, scratch: Path, *params: str) -> subprocess.Popen:
     """Start ``vicrop_load`` (a tiny random LLaVA in ``scratch`` unless ``model`` is given)."""
     if model is None:
@@ -132,17 +143,7 @@ def run(args: argparse.Namespace) -> dict:
             if time.monotonic() > deadline or node_process.poll() is not None:
                 raise RuntimeError('the vicrop node did not come up')
             time.sleep(0.1)
-        streams = [
-            threading.Thread(
-                target=stream_frames, args=(node, publisher, frames, args.camera_rate, stop)
-            )
-            for publisher, frames in (
-                (head, camera_frames(_size(args.head), 4, 'head_optical')),
-                (wrist, camera_frames(_size(args.wrist), 4, 'wrist_optical')),
-            )
-        ]
-        for stream in streams:
-            stream.start()
+        start_streams(node, head, wrist, args, stop)
         time.sleep(2.0)  # frames flowing, model warm enough to start
         process = psutil.Process(node_process.pid)
         rss_start = process.memory_info().rss
@@ -245,17 +246,7 @@ def idle_main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline or node_process.poll() is not None:
                 raise RuntimeError('the vicrop node did not come up')
             time.sleep(0.1)
-        streams = [
-            threading.Thread(
-                target=stream_frames, args=(node, publisher, frames, args.camera_rate, stop)
-            )
-            for publisher, frames in (
-                (head, camera_frames(_size(args.head), 4, 'head_optical')),
-                (wrist, camera_frames(_size(args.wrist), 4, 'wrist_optical')),
-            )
-        ]
-        for stream in streams:
-            stream.start()
+        start_streams(node, head, wrist, args, stop)
         time.sleep(3.0)  # past start-up
         process = psutil.Process(node_process.pid)
         cpu_start, wall_start = sum(process.cpu_times()[:2]), time.monotonic()
