@@ -149,14 +149,26 @@ class VicropClient:
         """Publish a Question."""
         self.questions.publish(question)
 
-    def call_ask(self, request: Ask.Request, timeout_s: float = 60.0) -> Answer:
-        """Call the Ask service and return the answer."""
-        future = self.ask_client.call_async(request)
+    def call_ask(
+        self, request: Ask.Request, timeout_s: float = 60.0, resend_s: float | None = None
+    ) -> Answer:
+        """
+        Call the Ask service and return the answer.
+
+        ``resend_s``: send the request again when no response came within that many seconds
+        (a server found by discovery may not yet hear requests); only for requests whose
+        repetition is harmless.
+        """
         deadline = time.monotonic() + timeout_s
-        while not future.done():
+        while True:
+            future = self.ask_client.call_async(request)
+            attempt_end = deadline if resend_s is None else time.monotonic() + resend_s
+            while not future.done() and time.monotonic() < min(attempt_end, deadline):
+                time.sleep(0.01)
+            if future.done():
+                return future.result().answer
             assert time.monotonic() < deadline, 'Ask did not return'
-            time.sleep(0.01)
-        return future.result().answer
+            self.ask_client.remove_pending_request(future)
 
     def wait_answers(self, ids, timeout_s: float = 60.0, settle_s: float = 0.5) -> dict:
         """Wait until every id has an answer (then ``settle_s`` more for duplicates)."""

@@ -331,7 +331,7 @@ def test_lifecycle_without_autostart_loads_on_configure(ros_context, tiny_model_
     request.image = raw_image(random_image(160, 120), client.now(), 'probe')
     try:
         assert client.ask_client.wait_for_service(timeout_sec=90)
-        before = client.call_ask(request)
+        before = client.call_ask(request, resend_s=3.0)  # NOT_READY: repeating is harmless
         assert change_state(client, 'vicrop_managed', Transition.TRANSITION_CONFIGURE)
         assert change_state(client, 'vicrop_managed', Transition.TRANSITION_ACTIVATE)
         request.id = 'managed-2'

@@ -108,7 +108,7 @@ def test_model_that_fails_to_load_leaves_the_node_unconfigured_and_serving_error
     client.node.create_subscription(DiagnosticArray, '/diagnostics', arrays.append, 10)
     try:
         assert client.ask_client.wait_for_service(timeout_sec=90)
-        answer = client.call_ask(Ask.Request(id='broken', question='q?'))
+        answer = client.call_ask(Ask.Request(id='broken', question='q?'), resend_s=3.0)
         deadline = time.monotonic() + 10
         while not arrays and time.monotonic() < deadline:
             time.sleep(0.1)
