@@ -61,6 +61,22 @@ class Forward:
         return chosen[..., first:].mean(dim=1)
 
 
+def choose_layer(name: str, configured: int | None, paper: tuple[int, int], depth: int) -> int:
+    """
+    Return ``configured``, or the paper's layer scaled to a model of ``depth`` layers.
+
+    ``paper`` is (layer, depth) of the paper's checkpoint: on that depth the paper's layer
+    itself. Raises ValueError (naming parameter ``name``) when the layer does not exist.
+    """
+    layer = configured
+    if layer is None:
+        paper_layer, paper_depth = paper
+        layer = min(depth - 1, round(paper_layer * depth / paper_depth))
+    if not 0 <= layer < depth:
+        raise ValueError(f'{name} {layer} is out of range: the model has {depth}')
+    return layer
+
+
 @dataclass
 class Prefix:
     """The [system + first image] tokens of every prompt of one image, with their KV cache."""
@@ -191,14 +207,9 @@ class HfVisionLanguageModel:
 
     def attention_layer(self, config: VicropConfig) -> int:
         """Return the decoder layer to read: the configured one, or the paper's scaled to depth."""
-        depth = len(self.decoder_layers)
-        layer = config.attention_layer
-        if layer is None:
-            paper, paper_depth = self.paper_layer
-            layer = min(depth - 1, round(paper * depth / paper_depth))
-        if not 0 <= layer < depth:
-            raise ValueError(f'attention_layer {layer} is out of range: the model has {depth}')
-        return layer
+        return choose_layer(
+            'attention_layer', config.attention_layer, self.paper_layer, len(self.decoder_layers)
+        )
 
     def format_question(self, question: str, config: VicropConfig) -> str:
         """Put ``question`` into the configured template, or the family's default."""

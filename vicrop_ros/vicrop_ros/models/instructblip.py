@@ -8,7 +8,7 @@ from transformers import InstructBlipForConditionalGeneration
 
 from ..core.config import VicropConfig
 from .attention import PROBE_ATTENTION
-from .base import Forward, HfVisionLanguageModel
+from .base import Forward, HfVisionLanguageModel, choose_layer
 
 
 class InstructBlipModel(HfVisionLanguageModel):
@@ -55,13 +55,7 @@ class InstructBlipModel(HfVisionLanguageModel):
         """Return the cross-attention layer to read: configured, or the paper's scaled to depth."""
         qformer = self.model.config.qformer_config
         count = len(range(0, qformer.num_hidden_layers, qformer.cross_attention_frequency))
-        layer = config.qformer_layer
-        if layer is None:
-            paper, paper_count = self.paper_qformer_layer
-            layer = min(count - 1, round(paper * count / paper_count))
-        if not 0 <= layer < count:
-            raise ValueError(f'qformer_layer {layer} is out of range: the Q-Former has {count}')
-        return layer
+        return choose_layer('qformer_layer', config.qformer_layer, self.paper_qformer_layer, count)
 
     def prompt(self, question: str, images: int) -> str:
         """Return the formatted question: the processor puts the query tokens before it."""
