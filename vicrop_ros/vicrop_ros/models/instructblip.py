@@ -65,14 +65,7 @@ class InstructBlipModel(HfVisionLanguageModel):
         """Run the processor (one image per row), right-padded, on the model's device."""
         if any(len(row) != 1 for row in images):
             raise ValueError('InstructBLIP encodes exactly one image per prompt')
-        inputs = self.processor(
-            images=[row[0] for row in images],
-            text=list(prompts),
-            return_tensors='pt',
-            padding=True,
-            padding_side='right',
-        )
-        return inputs.to(self.device, dtype=self.model.dtype)
+        return super().encode(images, prompts)
 
     def forward(self, inputs, out: Forward, config: VicropConfig) -> None:
         """Vision model, Q-Former (cross-attention kept) and LM to the last hidden state."""
