@@ -32,6 +32,33 @@ def test_bench_reports_every_method_with_its_ratios(tiny_model_dir):
     assert figures['parameters_m'] < 1 and figures['device'] == 'cpu'
 
 
+def test_reference_pipeline_finds_the_same_box_and_answer_as_vicrop(tiny_model):
+    """The bench compares like with like: the reference-style run computes what ViCrop does."""
+    from vicrop_ros.bench import QUESTION, bench_images, load_eager_twin, reference_answer
+    from vicrop_ros.core import Vicrop, VicropConfig
+
+    model = tiny_model('llava')
+    eager = load_eager_twin(model)
+    recorded = []  # whether each full pass of the eager twin recorded an autograd graph
+    hook = eager.output_head.register_forward_hook(
+        lambda module, args, output: recorded.append(output.requires_grad)
+    )
+    config = VicropConfig(max_new_tokens=3)
+    try:
+        for image in bench_images(3, (400, 300)):
+            recorded.clear()
+            answer, box = reference_answer(eager, image, QUESTION, config)
+            ours = Vicrop(model, config)(image, QUESTION, method='rel_att')
+            assert box == ours.box
+            assert answer == ours.answer
+            # Two attention passes with the graph over the parameters; answers without it.
+            assert recorded[:2] == [True, True] and not any(recorded[2:])
+    finally:
+        hook.remove()
+    assert all(parameter.requires_grad for parameter in eager.model.parameters())
+    assert not any(parameter.requires_grad for parameter in model.model.parameters())
+
+
 def test_gpu_bench_runs_on_the_cpu_with_a_tiny_model():
     figures = run_json([sys.executable, '-m', 'vicrop_ros.gpu_bench', '--size', 'tiny',
                         '--device', 'cpu', '--dtype', 'float32', '--repeats', '2',

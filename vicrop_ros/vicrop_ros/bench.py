@@ -44,13 +44,15 @@ def _sync(device: torch.device) -> None:
 
 
 def reference_answer(eager: HfVisionLanguageModel, image: np.ndarray, question: str,
-                     config: VicropConfig) -> str:  # fmt: skip
+                     config: VicropConfig) -> tuple[str, Box]:  # fmt: skip
     """
-    Answer the way the reference code does (rel-att), on a model loaded with eager attention.
+    Answer the way the reference code does (rel-att); return (answer, box in image px).
 
-    Two separate full passes (question, generic question) returning every layer's attention
-    with autograd on, the map from one layer, the box, a baseline answer without the crop, then
-    the two-image answer.
+    ``eager``: the model loaded with eager attention and trainable parameters
+    (:func:`load_eager_twin`), as the reference loads it. Two separate full passes (question,
+    generic question) return every layer's attention with autograd recording the graph over
+    the parameters (the reference never disables it); the map comes from one layer, then the
+    box, a baseline answer without the crop, and the two-image answer.
     """
     view, extent = eager.model_view(image)
     layer = eager.attention_layer(config)
@@ -58,7 +60,6 @@ def reference_answer(eager: HfVisionLanguageModel, image: np.ndarray, question: 
     for text in (question, config.generic_question):
         prompt = eager.prompt(eager.format_question(text, config), 1)
         inputs = eager.encode([[view]], [prompt])
-        inputs['pixel_values'] = inputs['pixel_values'].detach().requires_grad_(True)
         with torch.enable_grad():
             output = eager.model(**inputs, output_attentions=True)
         attention = output.attentions[layer][0, :, -1].detach()  # (heads, keys)
@@ -70,7 +71,7 @@ def reference_answer(eager: HfVisionLanguageModel, image: np.ndarray, question: 
     box = select_box(grid, image_size(image), eager.input_size)
     eager.generate_answer([view], question, config)  # the reference's baseline answer
     crop_view = eager.model_view(crop(image, box))[0]
-    return eager.generate_answer([view, crop_view], question, config)
+    return eager.generate_answer([view, crop_view], question, config), box
 
 
 @dataclass
@@ -179,10 +180,17 @@ def format_table(figures: dict) -> str:
 
 
 def load_eager_twin(model: HfVisionLanguageModel) -> HfVisionLanguageModel:
-    """Load ``model``'s checkpoint again with eager attention everywhere (the reference's way)."""
+    """
+    Load ``model``'s checkpoint again the reference's way: eager attention everywhere.
+
+    The parameters stay trainable, as ``from_pretrained`` leaves them and the reference keeps
+    them, so its attention passes record the autograd graph over the whole model.
+    """
     eager = (
         model.transformers_class()
         .from_pretrained(model.name, attn_implementation='eager', dtype=model.model.dtype)
         .to(model.device)
     )
-    return type(model)(model.name, eager, model.processor)
+    twin = type(model)(model.name, eager, model.processor)
+    twin.model.requires_grad_(True)
+    return twin
