@@ -213,17 +213,25 @@ def test_forced_attention_puts_its_region_into_the_crop_the_model_sees(tiny_mode
         return original_generate(**kwargs)
 
     adapter.model.generate = recording_generate
+    shown = []  # pixel values of every image the vision tower encodes, in order
+
+    def record_pixels(module, args, kwargs):
+        shown.append(args[0] if args else kwargs['pixel_values'])
+
+    hook = base.model.model.vision_tower.register_forward_pre_hook(record_pixels, with_kwargs=True)
     image = np.full((height, width, 3), 90, np.uint8)
     image[Box(*region).slices()] = (255, 0, 0)
     try:
         result = Vicrop(adapter)(image, QUESTION, method='rel_att', tile_threshold=2048)
     finally:
         del adapter.model.generate
+        hook.remove()
     assert result.box.contains(region[0], region[1])
     assert result.box.contains(region[2] - 1, region[3] - 1)
     assert result.box.width < width / 2
-    # The original image is in the shared prefix; the final prompt's prefill adds the crop.
-    (crop_pixels,) = seen['pixel_values']  # (3, 336, 336)
+    # The original image is encoded once, for the shared prefix; then the crop, for the answer.
+    assert len(shown) == 2 and [len(pixels) for pixels in shown] == [1, 1]
+    crop_pixels = shown[1][0]  # (3, 336, 336)
     original = forced_prepared[-1]
     original_pixels = adapter.encode([[original.view]], [adapter.prompt('q', 1)])['pixel_values'][
         0

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from sample_data import random_image
+import torch
 
 from vicrop_ros.core import VicropConfig
 
@@ -53,3 +54,31 @@ def test_one_prefix_serves_several_questions(llava):
     shared.saliency('Which colour is the cap?', config)
     again = shared.saliency(QUESTION, config).values
     np.testing.assert_array_equal(first, again)
+
+
+def test_filling_the_cache_computes_every_key_and_value_but_not_the_last_layers_output(llava):
+    from transformers import DynamicCache
+
+    image = random_image(320, 240, seed=24)
+    view = llava.model_view(image)[0]
+    inputs = llava.encode([[view]], [llava.prompt(QUESTION, 1)])
+    text_config = llava.model.config.get_text_config()
+    full, filled = DynamicCache(config=text_config), DynamicCache(config=text_config)
+    with torch.no_grad():
+        llava.model.model(**inputs, cache=full, use_cache=True)
+    calls = []  # layers whose MLP ran during the fill
+    hooks = [
+        layer.mlp.register_forward_hook(lambda *_, index=index: calls.append(index))
+        for index, layer in enumerate(llava.decoder_layers)
+    ]
+    try:
+        llava.fill_cache(filled, dict(inputs))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    depth = len(llava.decoder_layers)
+    assert calls == list(range(depth - 1))  # all but the last layer
+    assert len(filled.layers) == depth
+    for ours, reference in zip(filled.layers, full.layers, strict=True):
+        torch.testing.assert_close(ours.keys, reference.keys)
+        torch.testing.assert_close(ours.values, reference.values)

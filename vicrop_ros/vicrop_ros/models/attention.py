@@ -13,7 +13,11 @@ With ``differentiable=True`` the row becomes a leaf tensor that the layer's outp
 is recomputed from (``weights @ V``), so d(anything downstream)/d(weights) is exactly the gradient
 eager attention would give for that row, and no graph is built for the layers before it.
 With ``stop=True`` the forward pass ends (:class:`ProbeDone`) right after the row is read: the
-later layers are not computed.
+layer's own attention output and the later layers are not computed.
+
+:func:`filling_cache` serves prefills whose hidden states nobody reads (a prefix, or an answer
+prompt but for its last token): the pass ends at the last layer's attention, once every layer has
+written its keys and values to the cache.
 """
 
 from collections.abc import Iterator
@@ -61,6 +65,29 @@ def probing(probe: AttentionProbe) -> Iterator[AttentionProbe]:
         _active_probe.reset(token)
 
 
+_cache_filled_at: contextvars.ContextVar[torch.nn.Module | None] = contextvars.ContextVar(
+    'vicrop_cache_filled_at', default=None
+)
+
+
+@contextlib.contextmanager
+def filling_cache(last_attention: torch.nn.Module) -> Iterator[None]:
+    """
+    End forward passes in this context at ``last_attention``'s attention (the last layer's).
+
+    A layer writes its keys and values to the cache before it attends, so by then the cache holds
+    every layer's; the last layer's attention, its MLP, the final norm and the output head, whose
+    results only a reader of the hidden states would need, are skipped.
+    """
+    token = _cache_filled_at.set(last_attention)
+    try:
+        yield
+    except ProbeDone:
+        pass
+    finally:
+        _cache_filled_at.reset(token)
+
+
 def _allowed_keys(
     attention_mask: torch.Tensor | None, rows: torch.Tensor, queries: int, keys: int
 ) -> torch.Tensor:
@@ -81,33 +108,41 @@ def _allowed_keys(
     return mask_rows > torch.finfo(mask_rows.dtype).min / 2
 
 
-def _probe_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
-    """SDPA for every layer, plus the probed layer's last-row attention (see module docstring)."""
-    output, _ = sdpa_attention_forward(
-        module, query, key, value, attention_mask, scaling=scaling, **kwargs
-    )  # output: (batch, queries, heads, head_dim)
-    probe = _active_probe.get()
-    if probe is None or module is not probe.module:
-        return output, None
+def _attention_row(
+    probe: AttentionProbe, query, key, attention_mask, scaling: float | None
+) -> torch.Tensor:
+    """Return (batch, heads, keys) float32: the attention of each row's query ``probe.rows``."""
     batch, heads, queries, head_dim = query.shape
-    groups = heads // key.shape[1]
-    keys = key.repeat_interleave(groups, dim=1)  # (batch, heads, keys, head_dim)
-    values = value.repeat_interleave(groups, dim=1)
-    index = torch.arange(batch, device=query.device)
-    last_query = query[index, :, probe.rows]  # (batch, heads, head_dim)
+    keys = key.repeat_interleave(heads // key.shape[1], dim=1)  # (batch, heads, keys, head_dim)
+    rows = torch.arange(batch, device=query.device)
+    last_query = query[rows, :, probe.rows]  # (batch, heads, head_dim)
     scale = scaling if scaling is not None else head_dim**-0.5
     scores = torch.einsum('bhd,bhkd->bhk', last_query.float(), keys.float()) * scale
     allowed = _allowed_keys(attention_mask, probe.rows, queries, keys.shape[2])
-    scores = scores.masked_fill(~allowed[:, None, :], float('-inf'))
-    weights = scores.softmax(dim=-1)  # (batch, heads, keys)
+    return scores.masked_fill(~allowed[:, None, :], float('-inf')).softmax(dim=-1)
+
+
+def _probe_attention(module, query, key, value, attention_mask, scaling=None, **kwargs):
+    """SDPA for every layer, plus the probed layer's last-row attention (see module docstring)."""
+    if module is _cache_filled_at.get():
+        raise ProbeDone
+    probe = _active_probe.get()
+    if probe is not None and module is probe.module and probe.stop:
+        probe.weights = _attention_row(probe, query, key, attention_mask, scaling)
+        raise ProbeDone
+    output, _ = sdpa_attention_forward(
+        module, query, key, value, attention_mask, scaling=scaling, **kwargs
+    )  # output: (batch, queries, heads, head_dim)
+    if probe is None or module is not probe.module:
+        return output, None
+    weights = _attention_row(probe, query, key, attention_mask, scaling)
     if probe.differentiable:
         weights = weights.detach().requires_grad_(True)
+        values = value.repeat_interleave(query.shape[1] // value.shape[1], dim=1)
         row_output = torch.einsum('bhk,bhkd->bhd', weights.to(values.dtype), values)
         output = output.clone()
-        output[index, probe.rows] = row_output
+        output[torch.arange(query.shape[0], device=query.device), probe.rows] = row_output
     probe.weights = weights
-    if probe.stop:
-        raise ProbeDone
     return output, None
 
 

@@ -38,7 +38,7 @@ from ..core.saliency import (
     pixel_gradient_ratio,
     safe_ratio,
 )
-from .attention import PROBE_ATTENTION, AttentionProbe, probing
+from .attention import PROBE_ATTENTION, AttentionProbe, filling_cache, probing
 
 
 @dataclass
@@ -230,18 +230,29 @@ class HfVisionLanguageModel:
         return self.processor.decode(new_tokens, skip_special_tokens=True).strip()
 
     @torch.no_grad()
+    def fill_cache(self, cache: DynamicCache, inputs: dict) -> None:
+        """
+        Append the keys and values of ``inputs`` (model inputs after what ``cache`` holds) to it.
+
+        Only the keys and values are computed: the pass ends at the last layer's attention
+        (:func:`.attention.filling_cache`), as nothing reads these tokens' hidden states.
+        """
+        with filling_cache(self.decoder_layers[-1].self_attn):
+            self.model.model(**inputs, cache=cache, use_cache=True)
+
     def encode_prefix(self, view: np.ndarray) -> Prefix:
-        """Run [system + ``view``] through the model once at full depth; return the Prefix."""
+        """Compute the keys and values of [system + ``view``] at every layer; return the Prefix."""
         inputs = self.encode([[view]], [self.prompt('?', 1)])
         ids = inputs['input_ids'][:1]
         length = int((ids[0] == self.image_token_id).nonzero()[-1]) + 1
         cache = DynamicCache(config=self.model.config.get_text_config())
-        self.model.model(
-            input_ids=ids[:, :length],
-            attention_mask=inputs['attention_mask'][:1, :length],
-            pixel_values=inputs['pixel_values'],
-            cache=cache,
-            use_cache=True,
+        self.fill_cache(
+            cache,
+            {
+                'input_ids': ids[:, :length],
+                'attention_mask': inputs['attention_mask'][:1, :length],
+                'pixel_values': inputs['pixel_values'],
+            },
         )
         layers = [(layer.keys, layer.values) for layer in cache.layers]
         return Prefix(ids[:, :length], layers, self.model.config.get_text_config())
@@ -268,21 +279,30 @@ class HfVisionLanguageModel:
     def generate_with_prefix(
         self, prefix: Prefix, views: Sequence[np.ndarray], question: str, config: VicropConfig
     ) -> str:
-        """Answer like :meth:`generate_answer`, prefilling only what follows ``prefix``."""
+        """
+        Answer like :meth:`generate_answer`, prefilling only what follows ``prefix``.
+
+        The tokens after the prefix but the last (the crop's image tokens and the question) only
+        add keys and values to the cache (:meth:`fill_cache`); generation starts from the last.
+        """
         prompt = self.prompt(self.format_question(question, config), len(views))
         inputs = self.encode([views], [prompt])
-        if not torch.equal(inputs['input_ids'][:, : prefix.length], prefix.ids):
+        ids, mask = inputs['input_ids'], inputs['attention_mask']
+        if not torch.equal(ids[:, : prefix.length], prefix.ids):
             raise RuntimeError('the answer prompt does not start with the shared prefix')
+        start, length = prefix.length, ids.shape[1]
+        last = length - 1
+        middle = {'input_ids': ids[:, start:last], 'attention_mask': mask[:, :last]}
+        cache = prefix.cache(1)
+        self.fill_cache(cache, middle | self.images_after_first(inputs))
         output = self.model.generate(
-            input_ids=inputs['input_ids'],
-            attention_mask=inputs['attention_mask'],
-            cache=prefix.cache(1),
+            input_ids=ids,
+            attention_mask=mask,
+            cache=cache,
             max_new_tokens=config.max_new_tokens,
             do_sample=False,
-            **self.images_after_first(inputs),
         )
-        prompt_length = inputs['input_ids'].shape[1]
-        return self.processor.decode(output[0, prompt_length:], skip_special_tokens=True).strip()
+        return self.processor.decode(output[0, length:], skip_special_tokens=True).strip()
 
     def prepare(self, image: np.ndarray) -> 'HfPreparedImage':
         """Prepare ``image`` (HWC uint8 RGB) for saliency passes and the answer."""
