@@ -103,57 +103,62 @@ def bench_images(count: int, size: tuple[int, int]) -> list[np.ndarray]:
 def run_bench(model: HfVisionLanguageModel, eager: HfVisionLanguageModel | None,
               methods: list[str], images: list[np.ndarray], repeats: int, warmup: int,
               max_new_tokens: int) -> dict:  # fmt: skip
-    """Measure every method (and the reference when ``eager`` is given); return the figures."""
+    """
+    Measure every method (and the reference when ``eager`` is given); return the figures.
+
+    Each round runs the reference and then every method on the same image, back to back, so
+    that a machine whose speed drifts during the run slows both sides of each ratio alike.
+    """
     device = model.device
     config = VicropConfig(max_new_tokens=max_new_tokens)
     vicrop = Vicrop(model, config)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
 
-    def timed(function) -> float:
+    def timed(function, *args) -> float:
         _sync(device)
         start = time.perf_counter()
-        function()
+        function(*args)
         _sync(device)
         return _ms(start)
 
+    stage_names = ('prepare', 'saliency', 'crop', 'answer', 'total')
     reference = Timing([])
-    if eager is not None:
-        for index in range(warmup + repeats):
-            image = images[index % len(images)]
-            ms = timed(lambda image=image: reference_answer(eager, image, QUESTION, config))
-            if index >= warmup:
+    stages = {m: {stage: Timing([]) for stage in stage_names} for m in methods}
+    plain_one = {m: Timing([]) for m in methods}
+    plain_two = {m: Timing([]) for m in methods}
+    for index in range(warmup + repeats):
+        image, measured = images[index % len(images)], index >= warmup
+        if eager is not None:
+            ms = timed(reference_answer, eager, image, QUESTION, config)
+            if measured:
                 reference.samples.append(ms)
-    figures = {}
-    for method in methods:
-        stages = {k: Timing([]) for k in ('prepare', 'saliency', 'crop', 'answer', 'total')}
-        plain_one, plain_two = Timing([]), Timing([])
-        for index in range(warmup + repeats):
-            image = images[index % len(images)]
+        for method in methods:
             result = vicrop(image, QUESTION, method=method)
             _sync(device)
-            crop_pixels = crop(image, result.box) if result.box is not None else None
             view = model.model_view(image)[0]
-            views = [view] + (
-                [model.model_view(crop_pixels)[0]] if crop_pixels is not None else []
-            )
-            one = timed(lambda v=view: model.generate_answer([v], QUESTION, config))
-            two = timed(lambda v=views: model.generate_answer(v, QUESTION, config))
-            if index < warmup:
+            views = [view]
+            if result.box is not None:
+                views.append(model.model_view(crop(image, result.box))[0])
+            one = timed(model.generate_answer, [view], QUESTION, config)
+            two = timed(model.generate_answer, views, QUESTION, config)
+            if not measured:
                 continue
-            for stage, timing in stages.items():
+            for stage, timing in stages[method].items():
                 timing.samples.append(result.timings_ms[stage])
-            plain_one.samples.append(one)
-            plain_two.samples.append(two)
-        medians = {f'{stage}_ms': round(t.median, 2) for stage, t in stages.items()}
+            plain_one[method].samples.append(one)
+            plain_two[method].samples.append(two)
+    figures = {}
+    for method in methods:
+        medians = {f'{stage}_ms': round(t.median, 2) for stage, t in stages[method].items()}
         answer_work = medians['prepare_ms'] + medians['answer_ms']
+        plain = plain_two[method].median
         entry = medians | {
-            'plain_one_image_ms': round(plain_one.median, 2),
-            'plain_two_image_ms': round(plain_two.median, 2),
+            'plain_one_image_ms': round(plain_one[method].median, 2),
+            'plain_two_image_ms': round(plain, 2),
             'overhead_ratio': round(
                 (medians['saliency_ms'] + medians['crop_ms']) / answer_work, 4),
-            'overhead_vs_plain_two_image': round(
-                (medians['total_ms'] - plain_two.median) / plain_two.median, 4),
+            'overhead_vs_plain_two_image': round((medians['total_ms'] - plain) / plain, 4),
         }  # fmt: skip
         if reference.samples:
             entry['reference_ms'] = round(reference.median, 2)
