@@ -44,7 +44,7 @@ def test_probe_equals_eager_attention_for_question_and_generic(family, tiny_mode
     eager = eager_twin(adapter, tiny_model_dir(family))
     config = VicropConfig()
     prepared = adapter.prepare(random_image(640, 480))
-    inputs = prepared._question_pair(QUESTION, config)
+    inputs = prepared._encoded((QUESTION, config.generic_question), config)
     assert not torch.equal(inputs['input_ids'][0], inputs['input_ids'][1])
     for layer in sorted({0, adapter.attention_layer(config), len(adapter.decoder_layers) - 1}):
         probe = AttentionProbe(adapter.decoder_layers[layer].self_attn, adapter.last_rows(inputs))
@@ -68,7 +68,7 @@ def test_rel_att_map_is_the_ratio_of_eager_maps(family, tiny_model, tiny_model_d
     eager = eager_twin(adapter, tiny_model_dir(family))
     config = VicropConfig()
     prepared = adapter.prepare(random_image(640, 480, seed=3))
-    inputs = prepared._question_pair(QUESTION, config)
+    inputs = prepared._encoded((QUESTION, config.generic_question), config)
     rows, run = eager_attention_rows(eager, inputs, adapter.attention_layer(config), config)
     maps = []
     for row in range(2):

@@ -55,7 +55,7 @@ class FaultInjection(Vicrop):
     """The real engine, except for questions naming a fault: RAISE, OOM, ZEROMAP."""
 
     def __init__(self, engine: Vicrop):
-        super().__init__(engine.model, engine.config)
+        super().__init__(engine.model, engine.config, engine.reuse_frames)
         self.zero_maps = Vicrop(ZeroMaps(engine.model), engine.config)
 
     def __call__(self, image, question, on_stage=None, **overrides):
@@ -216,9 +216,13 @@ def case_model_exception(client, node):
 
 
 def case_simulated_cuda_oom(client, node):
-    return client.call_ask(
+    warm = image_request('before-oom', raw_image(random_image(64, 48), client.now(), 'w'))
+    assert client.call_ask(warm).status == Answer.OK and node._engine.kept_frames > 0
+    answer = client.call_ask(
         image_request('oom', raw_image(random_image(64, 48), client.now(), 'o'), 'OOM?')
     )
+    assert node._engine.kept_frames == 0  # kept prefixes are given back first
+    return answer
 
 
 def case_timeout(client, node):

@@ -5,12 +5,15 @@ It drives a :class:`VisionLanguageModel` (implemented in :mod:`vicrop_ros.models
 stages: importance map (per tile for large images), box search on the full-image grid, crop, and
 the final answer from the original image plus the crop. The model opens one
 :class:`PreparedImage` per image so that work on that image (encoding, and the shared
-[system + image] prefix of every prompt) is done once for the map and the answer.
+[system + image] prefix of every prompt) is done once for the map and the answer; with
+``reuse_frames`` it also serves later questions about the same pixels.
 """
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 import dataclasses
 from dataclasses import dataclass
+import hashlib
 import time
 from typing import Protocol
 
@@ -66,6 +69,14 @@ def check_image(image: np.ndarray) -> None:
         raise ValueError(f'the image must be HxWx3 with H, W >= 1, got shape {image.shape}')
 
 
+def pixels_digest(image: np.ndarray) -> bytes:
+    """Return a 16-byte digest of ``image``'s shape and pixels (equal only for equal images)."""
+    pixels = np.ascontiguousarray(image)
+    digest = hashlib.blake2b(repr((pixels.shape, pixels.dtype.str)).encode(), digest_size=16)
+    digest.update(pixels.data)
+    return digest.digest()
+
+
 class Vicrop:
     """
     Answers questions about images with ViCrop on one model.
@@ -74,10 +85,30 @@ class Vicrop:
     starts (progress feedback).
     """
 
-    def __init__(self, model: VisionLanguageModel, config: VicropConfig | None = None):
-        """Use ``model`` with ``config`` as the default settings of every question."""
+    def __init__(
+        self, model: VisionLanguageModel, config: VicropConfig | None = None, reuse_frames: int = 0
+    ):
+        """
+        Use ``model`` with ``config`` as the default settings of every question.
+
+        ``reuse_frames``: how many of the most recently prepared images to keep. A question
+        about the same pixels as a kept one (a robot asking several questions about one scene)
+        reuses its preparation: the shared prefix and the generic question's maps. 0: none.
+        """
         self.model = model
         self.config = config or VicropConfig()
+        self.reuse_frames = reuse_frames
+        # pixels digest -> {tile (None: the whole image) -> PreparedImage}, least recent first
+        self._frames: OrderedDict[bytes, dict[Box | None, PreparedImage]] = OrderedDict()
+
+    @property
+    def kept_frames(self) -> int:
+        """Return how many frames' preparations are kept."""
+        return len(self._frames)
+
+    def forget_frames(self) -> None:
+        """Drop every kept preparation (e.g. to free GPU memory)."""
+        self._frames.clear()
 
     def __call__(
         self,
@@ -99,13 +130,14 @@ class Vicrop:
         notify = on_stage or (lambda stage: None)
         start = time.perf_counter()
         timings = {'prepare': 0.0, 'saliency': 0.0, 'crop': 0.0}
-        prepared = self.model.prepare(image)
+        frame = self._frame(image)
+        prepared = self._prepared(image, frame, None)
         timings['prepare'] = _ms_since(start)
         box, score, grid, maps, crop_pixels = None, 0.0, None, (), None
         if config.method is not Method.NONE:
             notify('saliency')
             saliency_start = time.perf_counter()
-            maps = self._maps(image, prepared, question, config)
+            maps = self._maps(image, frame, question, config)
             grid = project_to_image(maps, image_size(image))
             timings['saliency'] = _ms_since(saliency_start)
             notify('cropping')
@@ -123,17 +155,40 @@ class Vicrop:
         timings['total'] = _ms_since(start)
         return VicropResult(answer, config.method, box, score, grid, maps, timings)
 
+    def _frame(self, image: np.ndarray) -> dict[Box | None, PreparedImage]:
+        """Return the kept preparations of ``image`` (new and empty if none are kept)."""
+        if self.reuse_frames <= 0:
+            return {}
+        key = pixels_digest(image)
+        frame = self._frames.pop(key, {})
+        self._frames[key] = frame  # now the most recent
+        while len(self._frames) > self.reuse_frames:
+            self._frames.popitem(last=False)
+        return frame
+
+    def _prepared(
+        self, image: np.ndarray, frame: dict[Box | None, PreparedImage], tile: Box | None
+    ) -> PreparedImage:
+        """Return ``image`` (or its ``tile``) prepared by the model, reusing ``frame``'s."""
+        prepared = frame.get(tile)
+        if prepared is None:
+            prepared = self.model.prepare(image if tile is None else crop(image, tile))
+            frame[tile] = prepared
+        return prepared
+
     def _maps(
-        self, image: np.ndarray, prepared: PreparedImage, question: str, config: VicropConfig
+        self,
+        image: np.ndarray,
+        frame: dict[Box | None, PreparedImage],
+        question: str,
+        config: VicropConfig,
     ) -> tuple[SaliencyMap, ...]:
         """Return the model's map of the image, or one per tile for a large image."""
         tiles = tile_boxes(image_size(image), config.tile_threshold)
         if len(tiles) == 1:
-            return (prepared.saliency(question, config),)
+            return (self._prepared(image, frame, None).saliency(question, config),)
         return tuple(
-            self.model.prepare(crop(image, tile))
-            .saliency(question, config)
-            .shifted(tile.x0, tile.y0)
+            self._prepared(image, frame, tile).saliency(question, config).shifted(tile.x0, tile.y0)
             for tile in tiles
         )
 

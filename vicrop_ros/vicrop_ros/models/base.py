@@ -354,6 +354,9 @@ class HfPreparedImage:
         self.image = image
         self.view, self.extent = model.model_view(image)
         self.prefix = model.encode_prefix(self.view) if model.shares_prefix else None
+        # rel-att's generic-question grid per (layer, generic question, question template): it
+        # depends only on the image, so later questions about this image skip that row.
+        self._generic_grids: dict[tuple, torch.Tensor] = {}
 
     def saliency(self, question: str, config: VicropConfig) -> SaliencyMap:
         """Return the importance map of ``question`` by ``config.method`` (extent in image px)."""
@@ -398,39 +401,50 @@ class HfPreparedImage:
         }
         return inputs, torch.cat([prefix_ids, ids], dim=1), real.sum(dim=1) - 1
 
-    def _question_pair(self, question: str, config: VicropConfig):
-        """Encode the question and the generic question as one right-padded batch of two."""
-        questions = (question, config.generic_question)
+    def _encoded(self, questions: Sequence[str], config: VicropConfig):
+        """Encode ``questions`` about the image as one right-padded batch of full prompts."""
         prompts = [self.model.prompt(self.model.format_question(q, config), 1) for q in questions]
-        return self.model.encode([[self.view], [self.view]], prompts)
+        return self.model.encode([[self.view]] * len(prompts), prompts)
+
+    def _question_batch(self, questions: Sequence[str], config: VicropConfig):
+        """
+        Return (inputs, key_ids, rows) to run ``questions`` about the image as one batch.
+
+        After the shared prefix when there is one (:meth:`_suffix_batch`), else as full prompts;
+        ``key_ids``: (batch, keys) ids of all keys; ``rows``: (batch,) last real positions.
+        """
+        if self.prefix is not None:
+            return self._suffix_batch(questions, config)
+        inputs = self._encoded(questions, config)
+        return inputs, inputs['input_ids'], self.model.last_rows(inputs)
 
     @torch.no_grad()
     def _relative_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
-        """rel-att: attention(question) / attention(generic question) at one layer."""
-        if self.prefix is not None:
-            inputs, key_ids, rows = self._suffix_batch((question, config.generic_question), config)
-        else:
-            inputs = self._question_pair(question, config)
-            key_ids, rows = inputs['input_ids'], self.model.last_rows(inputs)
-        layer = self.model.decoder_layers[self.model.attention_layer(config)]
+        """
+        rel-att: attention(question) / attention(generic question) at one layer.
+
+        Both rows run as one batch; the generic row's grid is kept and later questions about
+        this image run their own row only.
+        """
+        layer_index = self.model.attention_layer(config)
+        key = (layer_index, config.generic_question, config.question_template)
+        generic = self._generic_grids.get(key)
+        questions = (question,) if generic is not None else (question, config.generic_question)
+        inputs, key_ids, rows = self._question_batch(questions, config)
+        layer = self.model.decoder_layers[layer_index]
         probe = AttentionProbe(layer.self_attn, rows, stop=True)
         run = Forward()
         with probing(probe):
             self.model.forward(inputs, run, config)
-        per_token = probe.weights.mean(dim=1)  # (2, keys): head mean
-        specific, generic = self.model.token_maps(
-            inputs, per_token, run.patch_attention(), key_ids
-        )
-        return safe_ratio(specific, generic, config.epsilon)
+        per_token = probe.weights.mean(dim=1)  # (questions, keys): head mean
+        grids = self.model.token_maps(inputs, per_token, run.patch_attention(), key_ids)
+        if generic is None:
+            generic = self._generic_grids[key] = grids[1]
+        return safe_ratio(grids[0], generic, config.epsilon)
 
     def _gradient_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
         """grad-att: attention x ReLU(d decision / d attention) at one layer (question only)."""
-        if self.prefix is not None:
-            inputs, key_ids, rows = self._suffix_batch((question,), config)
-        else:
-            prompt = self.model.prompt(self.model.format_question(question, config), 1)
-            inputs = self.model.encode([[self.view]], [prompt])
-            key_ids, rows = inputs['input_ids'], self.model.last_rows(inputs)
+        inputs, key_ids, rows = self._question_batch((question,), config)
         layer = self.model.decoder_layers[self.model.attention_layer(config)]
         probe = AttentionProbe(layer.self_attn, rows, differentiable=True)
         run = Forward()
@@ -449,7 +463,7 @@ class HfPreparedImage:
 
     def _pure_gradient(self, question: str, config: VicropConfig) -> torch.Tensor:
         """pure-grad: |d decision / d pixels| of question over generic question, masked."""
-        inputs = self._question_pair(question, config)
+        inputs = self._encoded((question, config.generic_question), config)
         pixels = inputs['pixel_values'].detach().requires_grad_(True)
         inputs['pixel_values'] = pixels
         rows = self.model.last_rows(inputs)

@@ -434,10 +434,12 @@ class VicropNode(LifecycleNode):
         self._finish(job, answer)
 
     def _model_error_text(self, error: Exception) -> str:
-        """Return a MODEL_ERROR reason; free cached GPU memory after an out-of-memory error."""
+        """Return a MODEL_ERROR reason; free kept frames and GPU memory after out-of-memory."""
         import torch
 
         if isinstance(error, torch.OutOfMemoryError):
+            if self._engine is not None:
+                self._engine.forget_frames()  # kept prefixes are the first memory to give back
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             return f'out of GPU memory ({error}); try a smaller image or tile_threshold'
@@ -621,7 +623,7 @@ def load_engine(settings: Settings):
     from ..models.loader import load_model
 
     model = load_model(settings.model, settings.device, settings.dtype, settings.trust_remote_code)
-    return Vicrop(model)
+    return Vicrop(model, reuse_frames=settings.reuse_frames)
 
 
 def main(args=None) -> None:

@@ -88,6 +88,11 @@ SPECS: tuple[Spec, ...] = (
     Spec('tile_threshold', 1024,
          'Frames with a longer side (pixels) get one saliency map per tile.',
          minimum=64, maximum=65536),
+    Spec('reuse_frames', 2,
+         'Recently prepared frames kept for further questions about the same pixels (their '
+         "shared prefix and generic-question maps); each holds the prefix's keys and values "
+         '(about 0.3 GB for a 7B LLaVA in bfloat16). 0 keeps none.',
+         read_only=True, minimum=0, maximum=64),
     Spec('autostart', True,
          'Configure (load the model) and activate at start-up, as a plain node would.',
          read_only=True),
@@ -121,6 +126,7 @@ class Settings:
     trust_remote_code: bool
     publish_saliency: bool
     tile_threshold: int
+    reuse_frames: int
     autostart: bool
 
     @classmethod
