@@ -17,10 +17,12 @@ class CountingModel:
     def __init__(self, model):
         self.model, self.name, self.input_size = model, model.name, model.input_size
         self.prepared = []  # (height, width) of each prepared image, in order
+        self.answers = []  # whether each prepared image was to be answered
 
-    def prepare(self, image):
+    def prepare(self, image, answers=True):
         self.prepared.append(image.shape[:2])
-        return self.model.prepare(image)
+        self.answers.append(answers)
+        return self.model.prepare(image, answers)
 
 
 @pytest.mark.parametrize('family', FAMILIES)
@@ -76,6 +78,7 @@ def test_tiles_of_a_large_frame_are_reused_too(tiny_model):
     image = random_image(600, 300, seed=34)
     first = reusing(image, QUESTIONS[0])
     assert len(first.maps) > 1 and len(model.prepared) == 1 + len(first.maps)
+    assert model.answers == [True] + [False] * len(first.maps)  # tiles only get a map
     reusing(image, QUESTIONS[1])
     assert len(model.prepared) == 1 + len(first.maps)
 

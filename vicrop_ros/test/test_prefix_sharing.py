@@ -82,3 +82,23 @@ def test_filling_the_cache_computes_every_key_and_value_but_not_the_last_layers_
     for ours, reference in zip(filled.layers, full.layers, strict=True):
         torch.testing.assert_close(ours.keys, reference.keys)
         torch.testing.assert_close(ours.values, reference.values)
+
+
+def test_a_saliency_only_image_computes_the_prefix_as_deep_as_each_method_reads(llava):
+    image = random_image(320, 240, seed=25)
+    depth = len(llava.decoder_layers)
+    answered = llava.prepare(image)
+    tile = llava.prepare(image, answers=False)
+    assert answered.prefix.depth == depth and tile.prefix is None
+    tile.saliency(QUESTION, VicropConfig(method='pure_grad'))
+    assert tile.prefix is None  # pure-grad runs whole prompts with the pixels
+    for method, layers in (('rel_att', llava.attention_layer(VicropConfig()) + 1),
+                           ('grad_att', depth)):  # fmt: skip
+        config = VicropConfig(method=method)
+        shallow = tile.saliency(QUESTION, config).values
+        assert tile.prefix.depth == layers
+        full = answered.saliency(QUESTION, config).values
+        np.testing.assert_allclose(shallow, full, rtol=1e-4, atol=1e-9)
+    assert layers == depth > llava.attention_layer(VicropConfig()) + 1
+    config = VicropConfig(max_new_tokens=6)
+    assert tile.answer(QUESTION, None, config) == answered.answer(QUESTION, None, config)

@@ -37,8 +37,8 @@ class ZeroMaps:
         self.model = model
         self.name, self.input_size, self.device = model.name, model.input_size, model.device
 
-    def prepare(self, image):
-        prepared = self.model.prepare(image)
+    def prepare(self, image, answers=True):
+        prepared = self.model.prepare(image, answers)
 
         class Prepared:
             def saliency(self, question, config):

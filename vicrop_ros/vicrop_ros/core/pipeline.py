@@ -42,8 +42,8 @@ class VisionLanguageModel(Protocol):
     name: str  # model id or path
     input_size: int  # side of the model's (square-equivalent) input in pixels: the base box size
 
-    def prepare(self, image: np.ndarray) -> PreparedImage:
-        """Prepare ``image`` (HWC uint8 RGB) for saliency passes and answers."""
+    def prepare(self, image: np.ndarray, answers: bool = True) -> PreparedImage:
+        """Prepare ``image`` (HWC uint8 RGB) for saliency passes and, if ``answers``, answers."""
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,10 @@ class Vicrop:
         """Return ``image`` (or its ``tile``) prepared by the model, reusing ``frame``'s."""
         prepared = frame.get(tile)
         if prepared is None:
-            prepared = self.model.prepare(image if tile is None else crop(image, tile))
+            if tile is None:
+                prepared = self.model.prepare(image)
+            else:  # a tile only gets a map
+                prepared = self.model.prepare(crop(image, tile), answers=False)
             frame[tile] = prepared
         return prepared
 

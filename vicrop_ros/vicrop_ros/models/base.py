@@ -82,13 +82,20 @@ class Prefix:
     """The [system + first image] tokens of every prompt of one image, with their KV cache."""
 
     ids: torch.Tensor  # (1, length) token ids, ending with the image's last token
-    layers: list[tuple[torch.Tensor, torch.Tensor]]  # per layer (keys, values): (1, kv, length, d)
+    # (keys, values) of the first layers, (1, kv_heads, length, head_dim) each: all layers, or
+    # as many as the passes that use the prefix read (a saliency-only tile's rel-att)
+    layers: list[tuple[torch.Tensor, torch.Tensor]]
     text_config: object  # the language model's config (cache layout)
 
     @property
     def length(self) -> int:
         """Return the number of prefix tokens."""
         return int(self.ids.shape[1])
+
+    @property
+    def depth(self) -> int:
+        """Return the number of decoder layers whose keys and values the prefix holds."""
+        return len(self.layers)
 
     def cache(self, batch: int = 1) -> DynamicCache:
         """
@@ -230,18 +237,20 @@ class HfVisionLanguageModel:
         return self.processor.decode(new_tokens, skip_special_tokens=True).strip()
 
     @torch.no_grad()
-    def fill_cache(self, cache: DynamicCache, inputs: dict) -> None:
+    def fill_cache(self, cache: DynamicCache, inputs: dict, layers: int | None = None) -> None:
         """
         Append the keys and values of ``inputs`` (model inputs after what ``cache`` holds) to it.
 
-        Only the keys and values are computed: the pass ends at the last layer's attention
-        (:func:`.attention.filling_cache`), as nothing reads these tokens' hidden states.
+        Only the keys and values of the first ``layers`` layers (default: all) are computed: the
+        pass ends at the attention of the last of them (:func:`.attention.filling_cache`), as
+        nothing reads these tokens' hidden states.
         """
-        with filling_cache(self.decoder_layers[-1].self_attn):
+        last = self.decoder_layers[(layers or len(self.decoder_layers)) - 1]
+        with filling_cache(last.self_attn):
             self.model.model(**inputs, cache=cache, use_cache=True)
 
-    def encode_prefix(self, view: np.ndarray) -> Prefix:
-        """Compute the keys and values of [system + ``view``] at every layer; return the Prefix."""
+    def encode_prefix(self, view: np.ndarray, layers: int | None = None) -> Prefix:
+        """Compute [system + ``view``]'s keys and values at the first ``layers`` (default all)."""
         inputs = self.encode([[view]], [self.prompt('?', 1)])
         ids = inputs['input_ids'][:1]
         length = int((ids[0] == self.image_token_id).nonzero()[-1]) + 1
@@ -253,9 +262,10 @@ class HfVisionLanguageModel:
                 'attention_mask': inputs['attention_mask'][:1, :length],
                 'pixel_values': inputs['pixel_values'],
             },
+            layers,
         )
-        layers = [(layer.keys, layer.values) for layer in cache.layers]
-        return Prefix(ids[:, :length], layers, self.model.config.get_text_config())
+        kept = [(layer.keys, layer.values) for layer in cache.layers if layer.is_initialized]
+        return Prefix(ids[:, :length], kept, self.model.config.get_text_config())
 
     def suffix_ids(self, prefix: Prefix, prompt: str) -> list[int]:
         """
@@ -304,9 +314,9 @@ class HfVisionLanguageModel:
         )
         return self.processor.decode(output[0, length:], skip_special_tokens=True).strip()
 
-    def prepare(self, image: np.ndarray) -> 'HfPreparedImage':
-        """Prepare ``image`` (HWC uint8 RGB) for saliency passes and the answer."""
-        return HfPreparedImage(self, image)
+    def prepare(self, image: np.ndarray, answers: bool = True) -> 'HfPreparedImage':
+        """Prepare ``image`` (HWC uint8 RGB) for saliency passes and, if ``answers``, answers."""
+        return HfPreparedImage(self, image, answers)
 
     def last_rows(self, inputs) -> torch.Tensor:
         """Return (batch,) the position of each row's last real token (right padding)."""
@@ -346,14 +356,22 @@ class HfVisionLanguageModel:
 
 
 class HfPreparedImage:
-    """One image prepared for a model: the model's view of it and that view's source extent."""
+    """
+    One image prepared for a model: the model's view of it and that view's source extent.
 
-    def __init__(self, model: HfVisionLanguageModel, image: np.ndarray):
-        """Compute the model's view of ``image`` (HWC uint8 RGB) and, if shared, its prefix."""
+    With prefix sharing, an image that will be answered gets its prefix at once, at every layer
+    (the answer reads them all). One prepared for saliency only (a tile) gets it on first need,
+    as deep as that method reads: rel-att up to its layer, grad-att all, pure-grad none.
+    """
+
+    def __init__(self, model: HfVisionLanguageModel, image: np.ndarray, answers: bool = True):
+        """Compute the model's view of ``image`` (HWC uint8 RGB) and, if answered, its prefix."""
         self.model = model
         self.image = image
         self.view, self.extent = model.model_view(image)
-        self.prefix = model.encode_prefix(self.view) if model.shares_prefix else None
+        self.prefix: Prefix | None = None  # the shared prefix, once computed
+        if model.shares_prefix and answers:
+            self.prefix = model.encode_prefix(self.view)
         # rel-att's generic-question grid per (layer, generic question, question template): it
         # depends only on the image, so later questions about this image skip that row.
         self._generic_grids: dict[tuple, torch.Tensor] = {}
@@ -373,31 +391,40 @@ class HfPreparedImage:
     def answer(self, question: str, crop: np.ndarray | None, config: VicropConfig) -> str:
         """Answer ``question`` about the image, shown with ``crop`` after it when given."""
         views = [self.view] + ([] if crop is None else [self.model.model_view(crop)[0]])
-        if self.prefix is not None:
-            return self.model.generate_with_prefix(self.prefix, views, question, config)
+        if self.model.shares_prefix:
+            prefix = self._prefix_through(len(self.model.decoder_layers))
+            return self.model.generate_with_prefix(prefix, views, question, config)
         return self.model.generate_answer(views, question, config)
 
-    def _suffix_batch(self, questions: Sequence[str], config: VicropConfig):
+    def _prefix_through(self, layers: int) -> Prefix:
+        """Return the prefix with at least its first ``layers`` layers (computed if need be)."""
+        if self.prefix is None or self.prefix.depth < layers:
+            self.prefix = self.model.encode_prefix(self.view, layers)
+        return self.prefix
+
+    def _suffix_batch(self, questions: Sequence[str], config: VicropConfig, layers: int):
         """
         Return (inputs, key_ids, rows) to run ``questions`` after the shared prefix.
 
         ``inputs``: the suffixes right-padded as one batch, with the full attention mask and a
-        prefix cache per row; ``key_ids``: (batch, prefix + suffix) ids of all keys; ``rows``:
-        (batch,) position of each suffix's last token.
+        cache per row holding the prefix's first ``layers`` layers (the pass must end by then);
+        ``key_ids``: (batch, prefix + suffix) ids of all keys; ``rows``: (batch,) position of
+        each suffix's last token.
         """
+        prefix = self._prefix_through(layers)
         prompts = [self.model.prompt(self.model.format_question(q, config), 1) for q in questions]
-        suffixes = [self.model.suffix_ids(self.prefix, prompt) for prompt in prompts]
+        suffixes = [self.model.suffix_ids(prefix, prompt) for prompt in prompts]
         width, pad = max(map(len, suffixes)), self.model.processor.tokenizer.pad_token_id
         device, batch = self.model.device, len(suffixes)
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in suffixes], device=device)
         real = torch.tensor(
             [[1] * len(s) + [0] * (width - len(s)) for s in suffixes], device=device
         )
-        prefix_ids = self.prefix.ids.to(device).expand(batch, -1)
+        prefix_ids = prefix.ids.to(device).expand(batch, -1)
         inputs = {
             'input_ids': ids,
             'attention_mask': torch.cat([torch.ones_like(prefix_ids), real], dim=1),
-            'cache': self.prefix.cache(batch),
+            'cache': prefix.cache(batch),
         }
         return inputs, torch.cat([prefix_ids, ids], dim=1), real.sum(dim=1) - 1
 
@@ -406,15 +433,19 @@ class HfPreparedImage:
         prompts = [self.model.prompt(self.model.format_question(q, config), 1) for q in questions]
         return self.model.encode([[self.view]] * len(prompts), prompts)
 
-    def _question_batch(self, questions: Sequence[str], config: VicropConfig):
+    def _question_batch(
+        self, questions: Sequence[str], config: VicropConfig, layers: int | None = None
+    ):
         """
         Return (inputs, key_ids, rows) to run ``questions`` about the image as one batch.
 
-        After the shared prefix when there is one (:meth:`_suffix_batch`), else as full prompts;
-        ``key_ids``: (batch, keys) ids of all keys; ``rows``: (batch,) last real positions.
+        After the shared prefix when there is one (:meth:`_suffix_batch`; ``layers``: how many
+        layers the pass runs, default all), else as full prompts; ``key_ids``: (batch, keys) ids
+        of all keys; ``rows``: (batch,) last real positions.
         """
-        if self.prefix is not None:
-            return self._suffix_batch(questions, config)
+        if self.model.shares_prefix:
+            depth = layers or len(self.model.decoder_layers)
+            return self._suffix_batch(questions, config, depth)
         inputs = self._encoded(questions, config)
         return inputs, inputs['input_ids'], self.model.last_rows(inputs)
 
@@ -430,7 +461,7 @@ class HfPreparedImage:
         key = (layer_index, config.generic_question, config.question_template)
         generic = self._generic_grids.get(key)
         questions = (question,) if generic is not None else (question, config.generic_question)
-        inputs, key_ids, rows = self._question_batch(questions, config)
+        inputs, key_ids, rows = self._question_batch(questions, config, layer_index + 1)
         layer = self.model.decoder_layers[layer_index]
         probe = AttentionProbe(layer.self_attn, rows, stop=True)
         run = Forward()
