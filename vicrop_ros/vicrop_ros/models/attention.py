@@ -16,8 +16,9 @@ With ``stop=True`` the forward pass ends (:class:`ProbeDone`) right after the ro
 layer's own attention output and the later layers are not computed.
 
 :func:`filling_cache` serves prefills whose hidden states nobody reads (a prefix, or an answer
-prompt but for its last token): the pass ends at the last layer's attention, once every layer has
-written its keys and values to the cache.
+prompt but for its last token): the pass ends at a chosen layer's attention (the last layer, or
+the deepest one a saliency pass reads), once the layers up to it have written their keys and
+values to the cache.
 """
 
 from collections.abc import Iterator
@@ -73,11 +74,12 @@ _cache_filled_at: contextvars.ContextVar[torch.nn.Module | None] = contextvars.C
 @contextlib.contextmanager
 def filling_cache(last_attention: torch.nn.Module) -> Iterator[None]:
     """
-    End forward passes in this context at ``last_attention``'s attention (the last layer's).
+    End forward passes in this context at ``last_attention``'s attention.
 
     A layer writes its keys and values to the cache before it attends, so by then the cache holds
-    every layer's; the last layer's attention, its MLP, the final norm and the output head, whose
-    results only a reader of the hidden states would need, are skipped.
+    those of every layer up to that one; that attention and all after it (the layer's MLP, later
+    layers, the final norm, the output head), which only a reader of the hidden states would
+    need, are skipped.
     """
     token = _cache_filled_at.set(last_attention)
     try:

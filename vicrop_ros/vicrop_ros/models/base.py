@@ -15,10 +15,13 @@ where the model input lies on the source image. Everything the three methods sha
 
 Prefix sharing (families with ``shares_prefix``): every prompt starts with the same
 [system + first image] tokens, and attention is causal, so their keys and values are the same for
-the question, the generic question and the final two-image prompt. :class:`Prefix` computes them
-once per image at full depth; the attention passes then run only the short question suffixes
-against it (rel-att: both questions as a batch of two; grad-att: gradients only through the
-suffix), and the final answer prefills only what follows the prefix.
+the question, the generic question and the final two-image prompt. :class:`Prefix` holds them,
+computed once per image (at every layer for an image that will be answered; for a tile, only as
+deep as its map reads); the attention passes then run only the short question suffixes against
+it (rel-att: both questions as a batch of two, or the question alone once the image's generic
+grid is kept; grad-att: gradients only through the suffix), and the final answer prefills only
+what follows the prefix. Prefills whose hidden states nobody reads compute keys and values only
+(:meth:`HfVisionLanguageModel.fill_cache`).
 """
 
 from collections.abc import Sequence
