@@ -370,7 +370,6 @@ class HfPreparedImage:
     def __init__(self, model: HfVisionLanguageModel, image: np.ndarray, answers: bool = True):
         """Compute the model's view of ``image`` (HWC uint8 RGB) and, if answered, its prefix."""
         self.model = model
-        self.image = image
         self.view, self.extent = model.model_view(image)
         self.prefix: Prefix | None = None  # the shared prefix, once computed
         if model.shares_prefix and answers:
