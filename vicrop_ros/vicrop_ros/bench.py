@@ -32,15 +32,19 @@ from .models.base import HfVisionLanguageModel
 QUESTION = 'What does the small label on the bottle say?'
 
 
-def _ms(start: float) -> float:
-    """Milliseconds since ``start`` (time.perf_counter)."""
-    return (time.perf_counter() - start) * 1000.0
+def timed(device: torch.device, function, *args, **kwargs) -> tuple[float, object]:
+    """
+    Call ``function(*args, **kwargs)``; return (milliseconds it took on ``device``, its result).
 
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued GPU work (timings on CUDA are asynchronous otherwise)."""
+    On CUDA, queued work is waited for before and after (kernels run asynchronously).
+    """
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) * 1000.0, result
 
 
 def reference_answer(eager: HfVisionLanguageModel, image: np.ndarray, question: str,
@@ -114,14 +118,6 @@ def run_bench(model: HfVisionLanguageModel, eager: HfVisionLanguageModel | None,
     vicrop = Vicrop(model, config)
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats(device)
-
-    def timed(function, *args) -> float:
-        _sync(device)
-        start = time.perf_counter()
-        function(*args)
-        _sync(device)
-        return _ms(start)
-
     stage_names = ('prepare', 'saliency', 'crop', 'answer', 'total')
     reference = Timing([])
     stages = {m: {stage: Timing([]) for stage in stage_names} for m in methods}
@@ -130,18 +126,17 @@ def run_bench(model: HfVisionLanguageModel, eager: HfVisionLanguageModel | None,
     for index in range(warmup + repeats):
         image, measured = images[index % len(images)], index >= warmup
         if eager is not None:
-            ms = timed(reference_answer, eager, image, QUESTION, config)
+            ms, _ = timed(device, reference_answer, eager, image, QUESTION, config)
             if measured:
                 reference.samples.append(ms)
         for method in methods:
             result = vicrop(image, QUESTION, method=method)
-            _sync(device)
             view = model.model_view(image)[0]
             views = [view]
             if result.box is not None:
                 views.append(model.model_view(crop(image, result.box))[0])
-            one = timed(model.generate_answer, [view], QUESTION, config)
-            two = timed(model.generate_answer, views, QUESTION, config)
+            one, _ = timed(device, model.generate_answer, [view], QUESTION, config)
+            two, _ = timed(device, model.generate_answer, views, QUESTION, config)
             if not measured:
                 continue
             for stage, timing in stages[method].items():

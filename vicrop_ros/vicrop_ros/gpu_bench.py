@@ -18,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from .bench import QUESTION, bench_images
+from .bench import QUESTION, bench_images, timed
 from .core import Vicrop, VicropConfig, crop
 from .models.llava import LlavaModel
 from .models.tiny import build_llava
@@ -63,23 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     vicrop = Vicrop(model, config)
     images = bench_images(4, (1280, 720))
 
-    def timed(function) -> float:
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        function()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        return (time.perf_counter() - start) * 1000.0
-
     rows = {}
     plain_one, plain_two = [], []
     for index in range(args.warmup + args.repeats):
         image = images[index % len(images)]
         view = model.model_view(image)[0]
         crop_view = model.model_view(crop(image, vicrop(image, QUESTION).box))[0]
-        one = timed(lambda v=view: model.generate_answer([v], QUESTION, config))
-        two = timed(lambda v=view, c=crop_view: model.generate_answer([v, c], QUESTION, config))
+        one, _ = timed(device, model.generate_answer, [view], QUESTION, config)
+        two, _ = timed(device, model.generate_answer, [view, crop_view], QUESTION, config)
         if index >= args.warmup:
             plain_one.append(one)
             plain_two.append(two)
@@ -89,13 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         totals, saliency = [], []
         for index in range(args.warmup + args.repeats):
             image = images[index % len(images)]
-            result = None
-
-            def run(image=image, method=method):
-                nonlocal result
-                result = vicrop(image, QUESTION, method=method)
-
-            total = timed(run)
+            total, result = timed(device, vicrop, image, QUESTION, method=method)
             if index >= args.warmup:
                 totals.append(total)
                 saliency.append(result.timings_ms['saliency'] + result.timings_ms['crop'])
