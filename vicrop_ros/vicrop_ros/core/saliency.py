@@ -1,11 +1,11 @@
 """
 Saliency maps: importance over a grid of cells laid on the source image, and their maths.
 
-A model's map lives on its own grid (LLaVA-1.5: 24x24 patches of the 336 px input), which covers
-some rectangle of the source image that depends on the preprocessing (a centre crop covers part of
-the image, padding to a square covers more than the image). :class:`SaliencyMap` carries that
-rectangle, so :func:`project_to_image` can put one or several maps (high-resolution tiles) onto one
-grid aligned with the source image, where the box search runs.
+A model's map lives on its own patch grid (e.g. 24x24 for LLaVA-1.5's default 336 px input), which
+covers some rectangle of the source image that depends on the preprocessing (a centre crop covers
+part of the image, padding to a square covers more than the image). :class:`SaliencyMap` carries
+that rectangle, so :func:`project_to_image` can put one or several maps (high-resolution tiles)
+onto one grid aligned with the source image, where the box search runs.
 """
 
 from collections.abc import Sequence

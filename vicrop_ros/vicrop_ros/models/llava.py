@@ -1,4 +1,4 @@
-"""LLaVA-1.5 (llava-hf checkpoints): CLIP ViT-L/14-336 + Vicuna, 24x24 image tokens."""
+"""LLaVA-1.5 (llava-hf checkpoints): a CLIP vision tower and Vicuna, one image token per patch."""
 
 import numpy as np
 from transformers import LlavaForConditionalGeneration

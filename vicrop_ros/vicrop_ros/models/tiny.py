@@ -67,11 +67,13 @@ VISION_HIDDEN = 32
 VISION_HEADS = 2
 VISION_INTERMEDIATE = 64
 
-# LLaVA-1.5: 336 px CLIP ViT-L/14, 24 x 24 = 576 patch tokens (CLS dropped by 'default').
+# The tiny models' vision inputs take the published defaults of each family, so that the grids
+# match real checkpoints; the adapters read them back from the saved configs, never from here.
+# LLaVA-1.5 default: 336 px input, 14 px patches, a 24 x 24 grid (CLS dropped by 'default').
 LLAVA_IMAGE_SIZE = 336
 LLAVA_PATCH_SIZE = 14
 
-# InstructBLIP: 224 px ViT/14 (16 x 16 patches + CLS) and a Q-Former with 32 learnt queries.
+# InstructBLIP default: 224 px ViT/14 (16 x 16 patches + CLS), a Q-Former with 32 learnt queries.
 BLIP_IMAGE_SIZE = 224
 BLIP_PATCH_SIZE = 14
 QFORMER_LAYERS = 4
