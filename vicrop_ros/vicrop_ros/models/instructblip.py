@@ -71,9 +71,8 @@ class InstructBlipModel(HfVisionLanguageModel):
         """Vision model, Q-Former (cross-attention kept) and LM to the last hidden state."""
         pixels = inputs['pixel_values']
         if torch.is_grad_enabled() and not pixels.requires_grad:
-            pixels = pixels.detach().requires_grad_(
-                True
-            )  # puts the Q-Former attention in the graph
+            # A pixel leaf puts the Q-Former's cross-attention into the autograd graph.
+            pixels = pixels.detach().requires_grad_(True)
         image_embeds = self.model.vision_model(pixel_values=pixels).last_hidden_state
         queries = self.model.query_tokens.expand(image_embeds.shape[0], -1, -1)
         query_mask = torch.ones(queries.shape[:2], dtype=torch.long, device=self.device)
