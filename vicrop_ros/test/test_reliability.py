@@ -45,8 +45,8 @@ class ZeroMaps:
                 real = prepared.saliency(question, config)
                 return SaliencyMap(np.zeros_like(real.values), real.extent)
 
-            def answer(self, question, crop, config):
-                return prepared.answer(question, crop, config)
+            def answer(self, question, crop, config, stop=None):
+                return prepared.answer(question, crop, config, stop)
 
         return Prepared()
 
@@ -101,7 +101,7 @@ def served(ros_context, tiny_model_dir):
     client.close()
     executor.shutdown()
     spinner.join(timeout=5)
-    node.stop()
+    node.close()
     node.destroy_node()
 
 
@@ -309,7 +309,7 @@ def test_bad_input_gets_one_clear_answer_and_the_node_goes_on(served, case, stat
         assert (answer.crop.width, answer.crop.height) == (640, 480) and answer.crop_score == 0
     # Whatever happened, the node serves the next good question.
     deadline = time.monotonic() + 60
-    while node._queue and time.monotonic() < deadline:  # let queued work finish
+    while len(node.intake.queue) and time.monotonic() < deadline:  # let queued work finish
         time.sleep(0.05)
     good = Ask.Request(id=f'good-after-{answer.id}', question='What is it?')
     good.image = raw_image(random_image(96, 64), client.now(), 'good')

@@ -8,7 +8,14 @@ from .box import Box
 from .box_search import DEFAULT_SCALES, BoxChoice, choose_box, select_box
 from .config import GENERIC_QUESTION, Method, VicropConfig
 from .geometry import crop, tile_boxes
-from .pipeline import PreparedImage, Vicrop, VicropResult, VisionLanguageModel
+from .pipeline import (
+    Canceled,
+    PreparedImage,
+    StopCheck,
+    Vicrop,
+    VicropResult,
+    VisionLanguageModel,
+)
 from .saliency import SaliencyMap, project_to_image
 
 __all__ = [
@@ -16,9 +23,11 @@ __all__ = [
     'GENERIC_QUESTION',
     'Box',
     'BoxChoice',
+    'Canceled',
     'Method',
     'PreparedImage',
     'SaliencyMap',
+    'StopCheck',
     'Vicrop',
     'VicropConfig',
     'VicropResult',

@@ -25,6 +25,12 @@ from .config import Method, VicropConfig
 from .geometry import crop, image_size, tile_boxes
 from .saliency import SaliencyMap, project_to_image
 
+StopCheck = Callable[[], bool]  # returns True once the question is canceled
+
+
+class Canceled(Exception):  # noqa: N818 (a state, not an error)
+    """The question was canceled: its stop check turned true at a stage or a decoding step."""
+
 
 class PreparedImage(Protocol):
     """One image made ready for a model; passes over the same image share what it holds."""
@@ -32,8 +38,18 @@ class PreparedImage(Protocol):
     def saliency(self, question: str, config: VicropConfig) -> SaliencyMap:
         """Return the map of ``question`` by ``config.method``, extent in image pixels."""
 
-    def answer(self, question: str, crop: np.ndarray | None, config: VicropConfig) -> str:
-        """Answer ``question`` about the image, shown with ``crop`` (HWC) after it when given."""
+    def answer(
+        self,
+        question: str,
+        crop: np.ndarray | None,
+        config: VicropConfig,
+        stop: StopCheck | None = None,
+    ) -> str:
+        """
+        Answer ``question`` about the image, shown with ``crop`` (HWC) after it when given.
+
+        ``stop`` is checked after every decoded token; raises Canceled once it returns True.
+        """
 
 
 class VisionLanguageModel(Protocol):
@@ -82,7 +98,8 @@ class Vicrop:
     Answers questions about images with ViCrop on one model.
 
     ``on_stage``, when given, is called with 'saliency', 'cropping' and 'answering' as each stage
-    starts (progress feedback).
+    starts (progress feedback). ``stop``, when given, is checked at each stage, between tiles and
+    after each decoded token: once it returns True the call raises :class:`Canceled`.
     """
 
     def __init__(
@@ -115,6 +132,7 @@ class Vicrop:
         image: np.ndarray,
         question: str,
         on_stage: Callable[[str], None] | None = None,
+        stop: StopCheck | None = None,
         **overrides,
     ) -> VicropResult:
         """
@@ -127,7 +145,14 @@ class Vicrop:
         check_image(image)
         if not isinstance(question, str) or not question.strip():
             raise ValueError('the question is empty')
-        notify = on_stage or (lambda stage: None)
+        stop = stop or _never
+
+        def notify(stage: str) -> None:
+            if stop():
+                raise Canceled(f'canceled before the {stage} stage')
+            if on_stage is not None:
+                on_stage(stage)
+
         start = time.perf_counter()
         timings = {'prepare': 0.0, 'saliency': 0.0, 'crop': 0.0}
         frame = self._frame(image)
@@ -137,7 +162,7 @@ class Vicrop:
         if config.method is not Method.NONE:
             notify('saliency')
             saliency_start = time.perf_counter()
-            maps = self._maps(image, frame, question, config)
+            maps = self._maps(image, frame, question, config, stop)
             grid = project_to_image(maps, image_size(image))
             timings['saliency'] = _ms_since(saliency_start)
             notify('cropping')
@@ -150,7 +175,7 @@ class Vicrop:
             timings['crop'] = _ms_since(crop_start)
         notify('answering')
         answer_start = time.perf_counter()
-        answer = prepared.answer(question, crop_pixels, config)
+        answer = prepared.answer(question, crop_pixels, config, stop)
         timings['answer'] = _ms_since(answer_start)
         timings['total'] = _ms_since(start)
         return VicropResult(answer, config.method, box, score, grid, maps, timings)
@@ -185,15 +210,24 @@ class Vicrop:
         frame: dict[Box | None, PreparedImage],
         question: str,
         config: VicropConfig,
+        stop: StopCheck,
     ) -> tuple[SaliencyMap, ...]:
         """Return the model's map of the image, or one per tile for a large image."""
         tiles = tile_boxes(image_size(image), config.tile_threshold)
         if len(tiles) == 1:
             return (self._prepared(image, frame, None).saliency(question, config),)
-        return tuple(
-            self._prepared(image, frame, tile).saliency(question, config).shifted(tile.x0, tile.y0)
-            for tile in tiles
-        )
+        maps = []
+        for tile in tiles:
+            if stop():
+                raise Canceled('canceled between saliency tiles')
+            prepared = self._prepared(image, frame, tile)
+            maps.append(prepared.saliency(question, config).shifted(tile.x0, tile.y0))
+        return tuple(maps)
+
+
+def _never() -> bool:
+    """Return False: the stop check of a question nobody cancels."""
+    return False
 
 
 def _ms_since(start: float) -> float:

@@ -30,10 +30,11 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, DynamicCache
+from transformers import AutoProcessor, DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from ..core.config import Method, VicropConfig
 from ..core.geometry import Extent, image_size, whole_image_extent
+from ..core.pipeline import Canceled, StopCheck
 from ..core.saliency import (
     SaliencyMap,
     gradient_weighted_attention,
@@ -225,16 +226,35 @@ class HfVisionLanguageModel:
         """Put ``question`` into the configured template, or the family's default."""
         return (config.question_template or self.question_template).format(question=question)
 
+    def greedy(self, config: VicropConfig, stop: StopCheck | None, **inputs) -> torch.Tensor:
+        """
+        Return ``model.generate(**inputs)`` by greedy decoding, up to ``config.max_new_tokens``.
+
+        ``stop`` is checked after every token: decoding ends there and Canceled is raised.
+        """
+        criteria = None if stop is None else StoppingCriteriaList([_StopWhen(stop)])
+        output = self.model.generate(
+            **inputs,
+            max_new_tokens=config.max_new_tokens,
+            do_sample=False,
+            stopping_criteria=criteria,
+        )
+        if stop is not None and stop():
+            raise Canceled('canceled while decoding the answer')
+        return output
+
     @torch.no_grad()
     def generate_answer(
-        self, views: Sequence[np.ndarray], question: str, config: VicropConfig
+        self,
+        views: Sequence[np.ndarray],
+        question: str,
+        config: VicropConfig,
+        stop: StopCheck | None = None,
     ) -> str:
         """Answer ``question`` about ``views`` (model views, in order) by greedy decoding."""
         prompt = self.prompt(self.format_question(question, config), len(views))
         inputs = self.encode([views], [prompt])
-        output = self.model.generate(
-            **inputs, max_new_tokens=config.max_new_tokens, do_sample=False
-        )
+        output = self.greedy(config, stop, **inputs)
         prompt_length = inputs['input_ids'].shape[1]
         new_tokens = output[0, prompt_length:]
         return self.processor.decode(new_tokens, skip_special_tokens=True).strip()
@@ -290,7 +310,12 @@ class HfVisionLanguageModel:
 
     @torch.no_grad()
     def generate_with_prefix(
-        self, prefix: Prefix, views: Sequence[np.ndarray], question: str, config: VicropConfig
+        self,
+        prefix: Prefix,
+        views: Sequence[np.ndarray],
+        question: str,
+        config: VicropConfig,
+        stop: StopCheck | None = None,
     ) -> str:
         """
         Answer like :meth:`generate_answer`, prefilling only what follows ``prefix``.
@@ -308,13 +333,7 @@ class HfVisionLanguageModel:
         middle = {'input_ids': ids[:, start:last], 'attention_mask': mask[:, :last]}
         cache = prefix.cache(1)
         self.fill_cache(cache, middle | self.images_after_first(inputs))
-        output = self.model.generate(
-            input_ids=ids,
-            attention_mask=mask,
-            cache=cache,
-            max_new_tokens=config.max_new_tokens,
-            do_sample=False,
-        )
+        output = self.greedy(config, stop, input_ids=ids, attention_mask=mask, cache=cache)
         return self.processor.decode(output[0, length:], skip_special_tokens=True).strip()
 
     def prepare(self, image: np.ndarray, answers: bool = True) -> 'HfPreparedImage':
@@ -390,13 +409,19 @@ class HfPreparedImage:
         grid = method(question, config)
         return SaliencyMap(grid.detach().float().cpu().numpy(), self.extent)
 
-    def answer(self, question: str, crop: np.ndarray | None, config: VicropConfig) -> str:
+    def answer(
+        self,
+        question: str,
+        crop: np.ndarray | None,
+        config: VicropConfig,
+        stop: StopCheck | None = None,
+    ) -> str:
         """Answer ``question`` about the image, shown with ``crop`` after it when given."""
         views = [self.view] + ([] if crop is None else [self.model.model_view(crop)[0]])
         if self.model.shares_prefix:
             prefix = self._prefix_through(len(self.model.decoder_layers))
-            return self.model.generate_with_prefix(prefix, views, question, config)
-        return self.model.generate_answer(views, question, config)
+            return self.model.generate_with_prefix(prefix, views, question, config, stop)
+        return self.model.generate_answer(views, question, config, stop)
 
     def _prefix_through(self, layers: int) -> Prefix:
         """Return the prefix with at least its first ``layers`` layers (computed if need be)."""
@@ -511,3 +536,15 @@ class HfPreparedImage:
         return pixel_gradient_ratio(
             gradients[0], gradients[1], mask, self.model.patch_size, config.epsilon
         )
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends generation (every row) once ``stop()`` returns True."""
+
+    def __init__(self, stop: StopCheck):
+        """Check ``stop`` after each generated token."""
+        self.stop = stop
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        """Return one flag per row: all True once stopped."""
+        return torch.full((input_ids.shape[0],), self.stop(), device=input_ids.device)

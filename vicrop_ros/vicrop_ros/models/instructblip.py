@@ -7,6 +7,7 @@ import torch
 from transformers import InstructBlipForConditionalGeneration
 
 from ..core.config import VicropConfig
+from ..core.pipeline import StopCheck
 from .attention import PROBE_ATTENTION
 from .base import Forward, HfVisionLanguageModel, choose_layer
 
@@ -98,7 +99,11 @@ class InstructBlipModel(HfVisionLanguageModel):
 
     @torch.no_grad()
     def generate_answer(
-        self, views: Sequence[np.ndarray], question: str, config: VicropConfig
+        self,
+        views: Sequence[np.ndarray],
+        question: str,
+        config: VicropConfig,
+        stop: StopCheck | None = None,
     ) -> str:
         """Answer with the query tokens of every view, in order, before the question."""
         prompt = self.prompt(self.format_question(question, config), 1)
@@ -108,14 +113,14 @@ class InstructBlipModel(HfVisionLanguageModel):
         )
         input_ids = torch.cat([extra, inputs['input_ids'][:1]], dim=1)
         attention_mask = torch.cat([torch.ones_like(extra), inputs['attention_mask'][:1]], dim=1)
-        output = self.model.generate(
+        output = self.greedy(
+            config,
+            stop,
             pixel_values=inputs['pixel_values'],
             qformer_input_ids=inputs['qformer_input_ids'],
             qformer_attention_mask=inputs['qformer_attention_mask'],
             input_ids=input_ids,
             attention_mask=attention_mask,
-            max_new_tokens=config.max_new_tokens,
-            do_sample=False,
         )
         prompt_length = input_ids.shape[1]
         new_tokens = output[0, prompt_length:]

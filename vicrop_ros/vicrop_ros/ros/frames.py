@@ -1,15 +1,13 @@
 """
 Per-camera ring buffers of received frames, and the choice of the frame a question is about.
 
-Frames wait in the DDS reader's own history (KEEP_LAST ``buffer_length``) and are taken only
-when somebody needs them (a question, the periodic diagnostics): a 30 Hz stream that nobody asks
-about costs no Python work at all. Taken frames are kept as serialized (CDR) bytes, deserialized
-and decoded only for the question that uses them, with their stamp in integer nanoseconds: the
-header stamp (read straight from the bytes), or the take time when a driver leaves it zero.
+Frames are kept as the serialized (CDR) bytes the subscription delivered: storing one costs a
+stamp read and an append, and only the frame a question uses is ever deserialized and decoded.
+Stamps are integer nanoseconds: the header stamp (read straight from the bytes), or the receive
+time when a driver leaves it zero. No ROS here: the camera subscription feeds :meth:`add`.
 """
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 import struct
 import threading
@@ -46,43 +44,37 @@ class FrameChoiceError(Exception):
 
 
 class FrameBuffer:
-    """
-    The last ``length`` frames of one camera; thread-safe (intake, worker and diagnostics).
+    """The last ``length`` frames of camera ``name``; thread-safe (intake, worker, callbacks)."""
 
-    ``take()`` returns the next waiting serialized message (oldest first) or None;
-    ``now_ns()`` stamps frames whose header stamp is zero; ``message_type`` is what they hold.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        length: int,
-        take: Callable[[], bytes | None],
-        message_type: type,
-        now_ns: Callable[[], int],
-    ):
-        """Keep at most ``length`` frames of camera ``name``, taken with ``take``."""
+    def __init__(self, name: str, length: int, message_type: type):
+        """Keep at most ``length`` frames of ``message_type`` (Image or CompressedImage)."""
         self.name = name
+        self.message_type = message_type
         self._frames: deque[Frame] = deque(maxlen=length)
-        self._take, self._message_type, self._now_ns = take, message_type, now_ns
-        self._lock = threading.Lock()
-        self.received = 0  # frames taken since start
-        self.checked_ns = 0  # when waiting frames were last taken (now_ns clock)
+        self._arrived = threading.Condition()
+        self.received = 0  # frames added since start
+        self.received_ns = 0  # receive time of the newest frame (the clock given to add)
 
-    def _refill(self) -> None:
-        """Take every waiting frame (call with the lock held)."""
-        self.checked_ns = self._now_ns()
-        while (data := self._take()) is not None:
-            stamp_ns = header_stamp_ns(data) or self.checked_ns
-            self._frames.append(Frame(stamp_ns, data, self._message_type))
+    def add(self, data: bytes, received_ns: int) -> None:
+        """Store one serialized message received at ``received_ns`` (the subscription callback)."""
+        frame = Frame(header_stamp_ns(data) or received_ns, data, self.message_type)
+        with self._arrived:
+            self._frames.append(frame)
             self.received += 1
+            self.received_ns = received_ns
+            self._arrived.notify_all()
 
-    def newest_stamp_ns(self, refill: bool = True) -> int | None:
-        """Return the stamp of the newest frame (taking waiting ones first), or None."""
-        with self._lock:
-            if refill:
-                self._refill()
+    def newest_stamp_ns(self) -> int | None:
+        """Return the stamp of the newest frame, or None before the first."""
+        with self._arrived:
             return self._frames[-1].stamp_ns if self._frames else None
+
+    def wait_for_stamp(self, stamp_ns: int, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until a frame stamped at or after ``stamp_ns`` is kept."""
+        with self._arrived:
+            return self._arrived.wait_for(
+                lambda: bool(self._frames) and self._frames[-1].stamp_ns >= stamp_ns, timeout_s
+            )
 
     def choose(self, stamp_ns: int, now_ns: int, max_age_ns: int) -> Frame:
         """
@@ -92,8 +84,7 @@ class FrameBuffer:
         ``now_ns``. Otherwise the frame nearest to ``stamp_ns``, which must lie within
         ``max_age_ns`` of it (before or after).
         """
-        with self._lock:
-            self._refill()
+        with self._arrived:
             frames = list(self._frames)
         if not frames:
             raise FrameChoiceError('NO_IMAGE', f'no frame received on the {self.name} camera yet')

@@ -26,7 +26,8 @@ class Job:
     One question, from the topic, the service or the action.
 
     ``finish`` records the answer once: the first caller (worker, timeout, cancel or an immediate
-    refusal) wins, later calls are ignored, so every question gets exactly one Answer.
+    refusal) wins, later calls are ignored, so every question gets exactly one Answer. Work on a
+    job stops (:meth:`should_stop`) once it is decided or its cancel was requested.
     """
 
     id: str
@@ -40,9 +41,11 @@ class Job:
     on_stage: Callable[[str], None] | None = None  # progress: 'queued', 'saliency', ...
     arrival: float = field(default_factory=time.monotonic)  # time.monotonic() seconds
     started: float | None = None  # when the worker took it (monotonic seconds)
+    cancel_requested: bool = False  # the caller asked to cancel (action goal)
     _answer: Answer | None = None
     _done: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _on_done: list[Callable[[Answer], None]] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -70,8 +73,27 @@ class Job:
             if self._answer is not None:
                 return False
             self._answer = answer
+            listeners, self._on_done = self._on_done, []
         self._done.set()
+        for listener in listeners:
+            listener(answer)
         return True
+
+    def add_done_callback(self, listener: Callable[[Answer], None]) -> None:
+        """Call ``listener(answer)`` once decided (at once if it already is)."""
+        with self._lock:
+            if self._answer is None:
+                self._on_done.append(listener)
+                return
+        listener(self._answer)
+
+    def request_cancel(self) -> None:
+        """Ask the work on this job to stop (it ends CANCELED at the next stage or token)."""
+        self.cancel_requested = True
+
+    def should_stop(self) -> bool:
+        """Return whether work on the job is pointless: decided, or its cancel requested."""
+        return self.cancel_requested or self._done.is_set()
 
     def wait(self, timeout_s: float) -> bool:
         """Wait up to ``timeout_s`` seconds for the answer; return whether it is decided."""
@@ -90,9 +112,10 @@ class JobQueue:
     Jobs leave either by ``take`` (the worker) or by ``remove`` (cancel, timeout while queued).
     """
 
-    def __init__(self, capacity: int):
-        """Allow at most ``capacity`` waiting jobs."""
+    def __init__(self, capacity: int, monotonic: Callable[[], float] = time.monotonic):
+        """Allow at most ``capacity`` waiting jobs; ``monotonic`` stamps ``Job.started``."""
         self.capacity = capacity
+        self._monotonic = monotonic
         self._jobs: deque[Job] = deque()
         self._cv = threading.Condition()
         self._closed = False
@@ -119,7 +142,7 @@ class JobQueue:
             if self._closed:
                 return None
             job = self._jobs.popleft()
-            job.started = time.monotonic()
+            job.started = self._monotonic()
             return job
 
     def remove(self, job: Job) -> bool:

@@ -16,6 +16,8 @@ from rcl_interfaces.msg import (
 )
 from rclpy.node import Node
 
+from .qos import RELIABILITY_CHOICES
+
 CAMERAS = ('head', 'wrist')
 METHODS = ('rel_att', 'grad_att', 'pure_grad', 'none')
 
@@ -36,15 +38,17 @@ class Spec:
 def _camera_specs(camera: str) -> list[Spec]:
     """Return the three parameters of one camera."""
     return [
-        Spec(f'{camera}.topic', f'/{camera}_camera/image_raw',
-             f'Image topic of the {camera} camera.', read_only=True),
+        Spec(f'{camera}.topic', f'{camera}_camera/image_raw',
+             f'Image topic of the {camera} camera (relative names resolve in the node '
+             'namespace; remaps apply).', read_only=True),
         Spec(f'{camera}.transport', 'raw',
              "'raw' (sensor_msgs/Image) or 'compressed' (sensor_msgs/CompressedImage).",
              read_only=True, choices=('raw', 'compressed')),
-        Spec(f'{camera}.reliability', 'best_effort',
-             "Camera QoS reliability: 'best_effort' (sensor-data default) or 'reliable'; must "
-             'suit the publisher (a reliable subscriber sees no best-effort camera).',
-             read_only=True, choices=('best_effort', 'reliable')),
+        Spec(f'{camera}.reliability', 'auto',
+             "Camera QoS reliability: 'auto' follows the publishers (reliable when all are, "
+             "else best effort; re-checked each second), or 'reliable' / 'best_effort' fixed "
+             '(a reliable subscriber sees no best-effort camera).',
+             read_only=True, choices=RELIABILITY_CHOICES),
     ]  # fmt: skip
 
 

@@ -1,0 +1,224 @@
+"""
+Where every question enters and its one Answer leaves: checks, refusals, the queue, timeouts.
+
+Questions come from the topic, the service and the action as :class:`~.jobs.Job`s.
+:meth:`Intake.submit` checks a job (readiness, text, camera, method, stamp), chooses its frame
+when it can be chosen on arrival, registers its id and queues it, or refuses it at once
+(NOT_READY, BAD_REQUEST, BUSY, NO_IMAGE, STALE_IMAGE). :meth:`Intake.finish` decides a job exactly
+once and publishes its Answer. No node here: the clock, the publisher and the cameras are given,
+so the whole path is testable without DDS.
+"""
+
+from collections import Counter, deque
+from collections.abc import Callable
+import itertools
+import threading
+import time
+
+from vicrop_interfaces.msg import Answer
+
+from .answers import Refusal, refusal_answer
+from .cameras import Cameras
+from .frames import FrameChoiceError
+from .jobs import STATUS_NAMES, Job, JobQueue
+from .params import CAMERAS, METHODS, Settings
+
+
+def stamp_ns(stamp) -> int:
+    """Return a builtin_interfaces/Time as integer nanoseconds."""
+    return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def check_request(job: Job, settings: Settings, now_ns: int) -> None:
+    """Raise Refusal (BAD_REQUEST) for a question that cannot be served as asked."""
+    if not job.question.strip():
+        raise Refusal(Answer.BAD_REQUEST, 'the question is empty')
+    limit = settings.max_question_length
+    if len(job.question) > limit:
+        raise Refusal(
+            Answer.BAD_REQUEST,
+            f'the question is too long ({len(job.question)} > {limit} characters, '
+            'max_question_length)',
+        )
+    ahead_s = (job.stamp_ns - now_ns) / 1e9
+    if job.stamp_ns and ahead_s > settings.max_image_age:
+        raise Refusal(
+            Answer.BAD_REQUEST,
+            f'the stamp is {ahead_s:.3f} s in the future (max_image_age '
+            f'{settings.max_image_age:.3f} s): no frame of that time can exist yet',
+        )
+    if job.image is None and job.camera not in ('', *CAMERAS):
+        raise Refusal(
+            Answer.BAD_REQUEST,
+            f"unknown camera {job.camera!r}; use {', '.join(CAMERAS)} or '' for the default",
+        )
+    if job.method not in ('', *METHODS):
+        raise Refusal(
+            Answer.BAD_REQUEST,
+            f"unknown method {job.method!r}; use {', '.join(METHODS)} or '' for the default",
+        )
+
+
+class Intake:
+    """The questions in flight, the queue in front of the worker, and the answers given."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: Callable[[], Settings],
+        readiness: Callable[[], str],
+        cameras: Callable[[], Cameras | None],
+        publish: Callable[[Answer], None],
+        now_ns: Callable[[], int],
+        logger=None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
+        """
+        Serve questions for node ``name``.
+
+        ``settings()`` returns the current parameters; ``readiness()`` '' when questions are
+        served, else the NOT_READY reason; ``cameras()`` the subscribed cameras (None when not
+        configured); ``publish`` sends an Answer; ``now_ns`` is the node clock (stamps),
+        ``monotonic`` the clock of arrivals and deadlines (seconds).
+        """
+        self._name, self._settings, self._readiness = name, settings, readiness
+        self._cameras, self._publish, self._now_ns = cameras, publish, now_ns
+        self._logger, self._monotonic = logger, monotonic
+        self.queue = JobQueue(settings().max_pending, monotonic)
+        self._in_flight: dict[str, Job] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self.status_counts: Counter[str] = Counter()  # answers per status name
+        self.latencies_ms: deque[float] = deque(maxlen=200)  # total_ms of recent OK answers
+
+    @property
+    def in_flight(self) -> int:
+        """Return the number of questions not yet answered."""
+        with self._lock:
+            return len(self._in_flight)
+
+    # ----- jobs from the three interfaces -------------------------------------------------------
+
+    def new_job(self, job_id, question, camera, method, stamp, timeout, **extra) -> Job:
+        """Make a Job with the node's defaults filled in (id, timeout), arriving now."""
+        return Job(
+            id=job_id or f'{self._name}-{next(self._ids)}',
+            question=question,
+            camera=camera,
+            method=method,
+            stamp_ns=stamp_ns(stamp),
+            timeout_s=timeout if timeout > 0 else self._settings().timeout,
+            arrival=self._monotonic(),
+            **extra,
+        )
+
+    def job_from_question(self, msg) -> Job:
+        """Make a Job from a vicrop_interfaces/Question."""
+        return self.new_job(msg.id, msg.question, msg.camera, msg.method, msg.header.stamp, 0.0)
+
+    def job_from_request(self, request, on_stage=None) -> Job:
+        """Make a Job from an Ask request or an AskQuestion goal (same fields)."""
+        image = request.image
+        given = image.width > 0 or image.height > 0 or len(image.data) > 0
+        return self.new_job(
+            request.id, request.question, request.camera, request.method, request.stamp,
+            request.timeout, image=image if given else None, on_stage=on_stage,
+        )  # fmt: skip
+
+    # ----- in and out ----------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> Job:
+        """Check and queue ``job``, or decide it at once; return it."""
+        settings = self._settings()
+        try:
+            not_ready = self._readiness()
+            if not_ready:
+                raise Refusal(Answer.NOT_READY, not_ready)
+            check_request(job, settings, self._now_ns())
+            if job.image is None:
+                job.camera = job.camera or settings.default_camera
+                job.frame = self.choose_frame(job, settings, wait_s=0.0)
+            with self._lock:
+                if job.id in self._in_flight:
+                    raise Refusal(
+                        Answer.BAD_REQUEST, f'a question with id {job.id!r} is in flight'
+                    )
+                self._in_flight[job.id] = job
+            if not self.queue.offer(job):
+                raise Refusal(
+                    Answer.BUSY,
+                    f'{self.queue.capacity} questions are already waiting (max_pending); retry',
+                )
+        except Refusal as refusal:
+            self.refuse(job, refusal)
+            return job
+        job.report('queued')
+        return job
+
+    def choose_frame(self, job: Job, settings: Settings, wait_s: float):
+        """Return the job's camera frame (None: decided later, see Cameras.choose) or refuse."""
+        cameras = self._cameras()
+        if cameras is None:
+            raise Refusal(Answer.NOT_READY, 'the cameras are not subscribed')
+        try:
+            return cameras.choose(
+                job.camera, job.stamp_ns, int(settings.max_image_age * 1e9), wait_s
+            )
+        except FrameChoiceError as error:
+            raise Refusal(getattr(Answer, error.status), str(error)) from None
+
+    def refuse(self, job: Job, refusal: Refusal) -> None:
+        """Decide ``job`` with an error answer."""
+        self.finish(job, refusal_answer(job, self._settings().model, refusal))
+
+    def finish(self, job: Job, answer: Answer) -> bool:
+        """Decide ``job`` with ``answer`` and publish it, exactly once; return whether it did."""
+        if answer.status != Answer.OK and not answer.error:
+            raise AssertionError('an error answer needs a reason')
+        answer.total_ms = (self._monotonic() - job.arrival) * 1000.0
+        with self._lock:
+            if job.done:
+                return False
+            if self._in_flight.get(job.id) is job:
+                del self._in_flight[job.id]
+        if not job.finish(answer):
+            return False
+        self._publish(answer)
+        name = STATUS_NAMES.get(answer.status, str(answer.status))
+        self.status_counts[name] += 1
+        if answer.status == Answer.OK:
+            self.latencies_ms.append(answer.total_ms)
+        if self._logger is not None and answer.status not in (Answer.OK, Answer.BUSY):
+            self._logger.warning(f'question {job.id}: {name}: {answer.error}')
+        return True
+
+    # ----- ends other than an answer ------------------------------------------------------------
+
+    def cancel(self, job: Job) -> None:
+        """Cancel ``job``: CANCELED at once while queued, else at the worker's next check."""
+        job.request_cancel()
+        if self.queue.remove(job):
+            self.refuse(job, Refusal(Answer.CANCELED, 'canceled by the caller while queued'))
+
+    def expire_overdue(self) -> None:
+        """Answer TIMEOUT for every question past its deadline (called by a timer)."""
+        now = self._monotonic()
+        with self._lock:
+            overdue = [job for job in self._in_flight.values() if now > job.deadline]
+        for job in overdue:
+            self.queue.remove(job)
+            where = (
+                'while waiting in the queue' if job.started is None else 'while the model worked'
+            )
+            reason = f'not answered within {job.timeout_s:.3g} s ({where})'
+            self.refuse(job, Refusal(Answer.TIMEOUT, reason))
+
+    def refuse_all(self, status: int, reason: str, queued_only: bool = False) -> None:
+        """Decide every queued (and, unless ``queued_only``, running) question with ``status``."""
+        for job in self.queue.drain():
+            self.refuse(job, Refusal(status, reason))
+        if not queued_only:
+            with self._lock:
+                running = list(self._in_flight.values())
+            for job in running:
+                self.refuse(job, Refusal(status, reason))

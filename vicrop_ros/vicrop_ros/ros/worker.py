@@ -1,0 +1,157 @@
+"""
+The inference worker: queued jobs -> the engine -> one Answer each, plus crop box and saliency.
+
+One thread serves the queue (the model runs one question at a time). For each job it chooses the
+frame if that was left for later, decodes it, runs the engine with the job's stop check (so a
+canceled or timed-out question stops at the next stage or decoded token), and hands the Answer
+to :meth:`Intake.finish`. No node here: the engine, the settings and the output publishers are
+given; :meth:`Worker.serve` answers one job on the calling thread (tests).
+"""
+
+from collections.abc import Callable
+import threading
+import traceback
+
+from rclpy.serialization import deserialize_message
+from sensor_msgs.msg import Image
+
+from vicrop_interfaces.msg import Answer
+
+from ..core import Canceled
+from .answers import Refusal, blank_answer, crop_box_message, result_answer
+from .images import BadImageError, bgr_image_message, decode_rgb
+from .jobs import Job
+from .params import Settings
+from .requests import Intake
+
+FRAME_WAIT_S = 1.0  # longest wait for the frame of a question stamped after the newest frame
+
+
+class Worker:
+    """Serves the intake's queue with the engine on one thread."""
+
+    def __init__(
+        self,
+        intake: Intake,
+        engine: Callable[[], object],
+        settings: Callable[[], Settings],
+        publish_crop_box: Callable[[object], None],
+        publish_saliency: Callable[[Image], None],
+        saliency_wanted: Callable[[], bool],
+        logger,
+    ):
+        """
+        Answer with ``engine()`` (a Vicrop, or None when unloaded) under ``settings()``.
+
+        Saliency overlays are drawn only while ``saliency_wanted()`` (someone subscribes).
+        """
+        self._intake, self._engine, self._settings = intake, engine, settings
+        self._publish_crop_box, self._publish_saliency = publish_crop_box, publish_saliency
+        self._saliency_wanted, self._logger = saliency_wanted, logger
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name='vicrop_worker', daemon=True)
+
+    def start(self) -> None:
+        """Start serving."""
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop serving (the running job stops at its next check once it is decided)."""
+        self._stopping.set()
+        self._intake.queue.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)
+
+    def _run(self) -> None:
+        """Serve queued jobs one at a time until stopped."""
+        while not self._stopping.is_set():
+            job = self._intake.queue.take(timeout_s=0.5)
+            if job is None or job.done:
+                continue
+            try:
+                self.serve(job)
+            except Exception:  # noqa: BLE001 (the worker must survive anything)
+                self._logger.error(f'unexpected error on {job.id}:\n{traceback.format_exc()}')
+                self._intake.refuse(job, Refusal(
+                    Answer.MODEL_ERROR, 'internal error; see the node log'))  # fmt: skip
+
+    def serve(self, job: Job) -> None:
+        """Answer one job with the engine and publish the results."""
+        settings = self._settings()
+        answer = blank_answer(job, settings.model)
+        if job.started is not None:
+            answer.queue_wait_ms = (job.started - job.arrival) * 1000.0
+        try:
+            answer, rgb, result = self._answer(job, settings, answer)
+        except Refusal as refusal:
+            answer.status, answer.error = refusal.status, str(refusal)
+            self._intake.finish(job, answer)
+            return
+        except Canceled as canceled:
+            answer.status, answer.error = Answer.CANCELED, f'canceled by the caller ({canceled})'
+            self._intake.finish(job, answer)
+            return
+        except Exception as error:  # noqa: BLE001 (a model failure must not stop the node)
+            answer.status, answer.error = Answer.MODEL_ERROR, self._model_error_text(error)
+            self._intake.finish(job, answer)
+            return
+        if job.done:  # timed out meanwhile: its TIMEOUT answer stands
+            return
+        if result.box is not None:
+            self._publish_crop_box(crop_box_message(job, answer))
+            wanted = settings.publish_saliency and result.saliency is not None
+            if wanted and self._saliency_wanted():
+                from ..visualize import saliency_overlay
+
+                overlay = saliency_overlay(rgb, result.saliency, result.box)
+                self._publish_saliency(bgr_image_message(overlay, answer.header))
+        self._intake.finish(job, answer)
+
+    def _answer(self, job: Job, settings: Settings, answer: Answer):
+        """Run the engine on the job's image; return (answer, rgb, result) or raise."""
+        engine = self._engine()
+        if engine is None:
+            raise Refusal(Answer.NOT_READY, 'the model was unloaded before this question ran')
+        if job.image is None and job.frame is None:
+            wait_s = min(settings.max_image_age, FRAME_WAIT_S)
+            job.frame = self._intake.choose_frame(job, settings, wait_s)
+        header, rgb = decode(job, settings.max_image_pixels)
+        answer.header, answer.camera = header, job.source
+        answer.image_width, answer.image_height = int(rgb.shape[1]), int(rgb.shape[0])
+        answer.method = job.method or settings.method
+        layer = settings.attention_layer
+        result = engine(
+            rgb, job.question, on_stage=job.report, stop=job.should_stop, method=answer.method,
+            max_new_tokens=settings.max_new_tokens, tile_threshold=settings.tile_threshold,
+            attention_layer=None if layer < 0 else layer,
+        )  # fmt: skip
+        return result_answer(answer, result), rgb, result
+
+    def _model_error_text(self, error: Exception) -> str:
+        """Return a MODEL_ERROR reason; free kept frames and GPU memory after out-of-memory."""
+        import torch
+
+        if isinstance(error, torch.OutOfMemoryError):
+            engine = self._engine()
+            if engine is not None:
+                engine.forget_frames()  # kept prefixes are the first memory to give back
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            return f'out of GPU memory ({error}); try a smaller image or tile_threshold'
+        if isinstance(error, ValueError):
+            return f'cannot answer: {error}'
+        self._logger.error(f'model error:\n{traceback.format_exc()}')
+        return f'model failed: {type(error).__name__}: {error}'
+
+
+def decode(job: Job, max_pixels: int):
+    """Return (header, HWC uint8 RGB) of the job's image, or raise Refusal (BAD_IMAGE)."""
+    if job.image is not None:
+        message = job.image
+    else:
+        message = deserialize_message(job.frame.data, job.frame.message_type)
+    try:
+        rgb = decode_rgb(message, max_pixels)
+    except BadImageError as error:
+        raise Refusal(Answer.BAD_IMAGE, f'{job.source} image: {error}') from None
+    return message.header, rgb
