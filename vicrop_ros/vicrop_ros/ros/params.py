@@ -140,6 +140,12 @@ class Settings:
             **{f.name: node.get_parameter(_parameter_name(f.name)).value for f in fields(cls)}
         )
 
+    @classmethod
+    def defaults(cls, **changes) -> 'Settings':
+        """Return the default of every parameter, with ``changes`` (field names) applied."""
+        values = {f.name: SPEC_BY_NAME[_parameter_name(f.name)].default for f in fields(cls)}
+        return cls(**(values | changes))
+
     def camera(self, name: str) -> tuple[str, str, str]:
         """Return (topic, transport, reliability) of camera ``name``."""
         return (

@@ -1,0 +1,156 @@
+"""Questions in, one Answer out: checks, refusals, frame choice, timeouts, cancel. No DDS."""
+
+from builtin_interfaces.msg import Time
+from intake_fakes import Bench, S, rgb_image
+import numpy as np
+import pytest
+
+from vicrop_interfaces.msg import Answer, Question
+from vicrop_interfaces.srv import Ask
+from vicrop_ros.ros.params import Settings
+
+
+def stamp(seconds: float) -> Time:
+    sec, nanosec = divmod(int(seconds * S), S)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def ask(bench: Bench, job_id='q', question='What is it?', camera='', method='', at=0.0,
+        timeout=0.0, image=None):  # fmt: skip
+    request = Ask.Request(
+        id=job_id, question=question, camera=camera, method=method, timeout=timeout
+    )
+    request.stamp = stamp(at) if at else Time()
+    if image is not None:
+        request.image = image
+    return bench.intake.submit(bench.intake.job_from_request(request))
+
+
+@pytest.fixture
+def bench() -> Bench:
+    bench = Bench()
+    bench.add_frame('head', rgb_image(np.zeros((4, 6, 3), np.uint8), 'h0'), 999.9)
+    return bench
+
+
+@pytest.mark.parametrize(
+    ('fields', 'reason'),
+    [
+        (dict(question='   '), 'the question is empty'),
+        (dict(question='why ' * 600), 'the question is too long (2400 > 2000 characters'),
+        (dict(camera='tail'), "unknown camera 'tail'; use head, wrist or '' for the default"),
+        (dict(method='sharpest'), "unknown method 'sharpest'"),
+        (dict(at=1100.0), 'the stamp is 100.000 s in the future'),
+    ],
+)
+def test_bad_requests_are_refused_at_once_with_a_reason(bench, fields, reason):
+    job = ask(bench, **fields)
+    (answer,) = bench.published
+    assert job.done and answer is job.answer
+    assert answer.status == Answer.BAD_REQUEST and reason in answer.error
+    assert len(bench.intake.queue) == 0 and bench.intake.in_flight == 0
+
+
+def test_not_ready_carries_the_reason_given():
+    bench = Bench(readiness="the node is unconfigured: cannot load model 'x': no such directory")
+    ask(bench)
+    (answer,) = bench.published
+    assert answer.status == Answer.NOT_READY and 'cannot load model' in answer.error
+
+
+def test_a_good_question_is_queued_with_its_frame_chosen_on_arrival(bench):
+    job = ask(bench, job_id='good')
+    assert not job.done and bench.published == [] and len(bench.intake.queue) == 1
+    assert job.camera == 'head' and job.frame.stamp_ns == int(999.9 * S)  # default camera
+
+
+def test_a_camera_with_no_frame_is_no_image_and_an_old_frame_stale(bench):
+    ask(bench, job_id='wrist', camera='wrist')
+    bench.clock.now_s = 1005.0
+    ask(bench, job_id='head')
+    wrist, head = bench.published
+    assert wrist.status == Answer.NO_IMAGE and wrist.camera == 'wrist'
+    assert head.status == Answer.STALE_IMAGE and 'newest head frame is 5.100 s old' in head.error
+
+
+def test_a_question_stamped_after_every_frame_leaves_the_choice_to_the_worker(bench):
+    job = ask(bench, at=1000.0)
+    assert not job.done and job.frame is None and len(bench.intake.queue) == 1
+
+
+def test_an_image_sent_with_the_request_needs_no_camera(bench):
+    job = ask(bench, camera='tail', image=rgb_image(np.zeros((2, 2, 3), np.uint8), 'sent'))
+    assert not job.done and job.source == 'image' and job.frame is None
+
+
+def test_an_id_in_flight_is_refused_and_free_again_once_answered(bench):
+    first = ask(bench, job_id='dup')
+    second = ask(bench, job_id='dup')
+    assert second.answer.status == Answer.BAD_REQUEST and "id 'dup' is in flight" in (
+        second.answer.error
+    )
+    bench.intake.finish(first, Answer(id='dup', status=Answer.OK))
+    assert not ask(bench, job_id='dup').done
+
+
+def test_over_max_pending_is_busy_and_says_which_limit():
+    bench = Bench(settings=Settings.defaults(max_pending=2))
+    bench.add_frame('head', rgb_image(np.zeros((4, 6, 3), np.uint8)), 999.9)
+    jobs = [ask(bench, job_id=f'b{i}') for i in range(4)]
+    assert [job.done for job in jobs] == [False, False, True, True]
+    assert {a.status for a in bench.published} == {Answer.BUSY}
+    assert '2 questions are already waiting (max_pending)' in bench.published[0].error
+
+
+def test_timeouts_while_queued_and_while_worked_answer_once(bench):
+    queued = ask(bench, job_id='queued', timeout=0.5)
+    worked = ask(bench, job_id='worked', timeout=2.0)
+    bench.intake.queue.take(0.0)  # the worker took 'queued'... the oldest
+    bench.clock.monotonic_s += 1.0
+    bench.intake.expire_overdue()
+    assert queued.answer.status == Answer.TIMEOUT
+    assert queued.answer.error == 'not answered within 0.5 s (while the model worked)'
+    assert not worked.done
+    bench.clock.monotonic_s += 1.5
+    bench.intake.expire_overdue()
+    assert worked.answer.error == 'not answered within 2 s (while waiting in the queue)'
+    assert len(bench.intake.queue) == 0
+    assert not bench.intake.finish(queued, Answer(id='queued', status=Answer.OK))  # too late
+    assert [a.id for a in bench.published] == ['queued', 'worked']
+    assert queued.should_stop()  # the worker stops working on it
+
+
+def test_the_node_timeout_applies_when_the_request_names_none(bench):
+    job = ask(bench)
+    assert job.timeout_s == bench.settings.timeout
+
+
+def test_cancel_while_queued_ends_at_once_and_while_running_at_the_next_check(bench):
+    queued = ask(bench, job_id='queued')
+    bench.intake.cancel(queued)
+    assert queued.answer.status == Answer.CANCELED
+    assert queued.answer.error == 'canceled by the caller while queued'
+    running = ask(bench, job_id='running')
+    assert bench.intake.queue.take(0.0) is running
+    bench.intake.cancel(running)
+    assert not running.done and running.should_stop()  # the worker's stop check ends it
+
+
+def test_refuse_all_answers_every_open_question():
+    bench = Bench(settings=Settings.defaults(max_pending=10))
+    bench.add_frame('head', rgb_image(np.zeros((4, 6, 3), np.uint8)), 999.9)
+    jobs = [ask(bench, job_id=f'j{i}') for i in range(3)]
+    bench.intake.queue.take(0.0)  # one is running
+    bench.intake.refuse_all(Answer.NOT_READY, 'node deactivated', queued_only=True)
+    assert [job.done for job in jobs] == [False, True, True]
+    bench.intake.refuse_all(Answer.NOT_READY, 'the node is shutting down')
+    assert all(job.done for job in jobs) and bench.intake.in_flight == 0
+    assert len(bench.published) == 3 and bench.intake.status_counts['NOT_READY'] == 3
+
+
+def test_ids_are_made_for_questions_without_one(bench):
+    msg = Question(question='What is it?')
+    first = bench.intake.submit(bench.intake.job_from_question(msg))
+    second = bench.intake.submit(bench.intake.job_from_question(msg))
+    assert first.id != second.id and first.id.startswith('vicrop-')
+    assert not first.done and not second.done
