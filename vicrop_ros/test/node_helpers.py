@@ -8,6 +8,7 @@ import threading
 import time
 
 import cv2
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.action import ActionClient
@@ -23,6 +24,20 @@ RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 FEEDBACK_QOS = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
+
+
+def wait_until(condition, timeout_s: float = 60.0, what: str = 'the condition') -> None:
+    """Wait until ``condition()`` is true (a hang guard of ``timeout_s``, not a speed limit)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f'gave up waiting for {what}'
+        time.sleep(0.01)
+
+
+def result_of(future, timeout_s: float = 60.0):
+    """Wait for an rclpy future (spun elsewhere) and return its result."""
+    wait_until(future.done, timeout_s, 'a response')
+    return future.result()
 
 
 def start_node(
@@ -72,6 +87,7 @@ class VicropClient:
         """Create the client's endpoints and spin them in a background thread."""
         self.node = rclpy.create_node('vicrop_test_client', context=context)
         prefix = f'/{node_name}'
+        self.prefix = prefix
         self.answers: dict[str, list[Answer]] = defaultdict(list)
         self.crop_boxes: dict[str, list[CropBox]] = defaultdict(list)
         self.saliency: list[Image] = []
@@ -79,6 +95,10 @@ class VicropClient:
         self.node.create_subscription(Answer, f'{prefix}/answers', self._on_answer, RELIABLE)
         self.node.create_subscription(CropBox, f'{prefix}/crop_boxes', self._on_crop, RELIABLE)
         self.node.create_subscription(Image, f'{prefix}/saliency', self.saliency.append, RELIABLE)
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(
+            DiagnosticArray, '/diagnostics', self.diagnostics.append, RELIABLE
+        )
         self.questions = self.node.create_publisher(Question, f'{prefix}/questions', RELIABLE)
         self.head = self.node.create_publisher(Image, '/head_camera/image_raw', RELIABLE)
         wrist_type = CompressedImage if wrist_compressed else Image
@@ -131,13 +151,30 @@ class VicropClient:
             time.sleep(0.2)
         raise AssertionError('the vicrop node never became active')
 
-    def wait_for_matches(self, timeout_s: float = 30.0) -> None:
-        """Wait until the node subscribes to the questions and both camera topics."""
-        deadline = time.monotonic() + timeout_s
+    def wait_for_matches(self, timeout_s: float = 60.0) -> None:
+        """Wait until the node subscribes to the questions and both cameras, and publishes."""
         publishers = (self.questions, self.head, self.wrist)
-        while any(p.get_subscription_count() == 0 for p in publishers):
-            assert time.monotonic() < deadline, 'the node did not subscribe in time'
-            time.sleep(0.05)
+        wait_until(lambda: all(p.get_subscription_count() for p in publishers), timeout_s,
+                   'the node to subscribe')  # fmt: skip
+        wait_until(lambda: self.node.count_publishers(f'{self.prefix}/saliency') > 0, timeout_s,
+                   'the saliency publisher')  # fmt: skip
+
+    def diagnostic_values(self, part: str, after_ns: int = 0, timeout_s: float = 60.0) -> dict:
+        """Return the values of the newest ``<node>: <part>`` status stamped after ``after_ns``."""
+
+        def newest():
+            for array in reversed(self.diagnostics):
+                stamp_ns = array.header.stamp.sec * 1_000_000_000 + array.header.stamp.nanosec
+                for status in array.status:
+                    if status.name == f'{self.prefix}: {part}' and stamp_ns > after_ns:
+                        return {kv.key: kv.value for kv in status.values} | {
+                            'level': status.level,
+                            'message': status.message,
+                        }
+            return None
+
+        wait_until(lambda: newest() is not None, timeout_s, f'diagnostics of {part}')
+        return newest()
 
     def publish_frame(self, camera: str, rgb: np.ndarray, stamp, frame_id: str) -> None:
         """Publish one frame on ``camera`` ('head' raw, 'wrist' as configured)."""
@@ -170,14 +207,9 @@ class VicropClient:
             assert time.monotonic() < deadline, 'Ask did not return'
             self.ask_client.remove_pending_request(future)
 
-    def wait_answers(self, ids, timeout_s: float = 60.0, settle_s: float = 0.5) -> dict:
-        """Wait until every id has an answer (then ``settle_s`` more for duplicates)."""
-        deadline = time.monotonic() + timeout_s
-        while not all(self.answers.get(i) for i in ids):
-            assert time.monotonic() < deadline, (
-                f'no answer for {[i for i in ids if not self.answers.get(i)]}'
-            )
-            time.sleep(0.02)
-        time.sleep(settle_s)
+    def wait_answers(self, ids, timeout_s: float = 60.0) -> dict:
+        """Wait until every id has an answer; return the answers of each id so far."""
+        wait_until(lambda: all(self.answers.get(i) for i in ids), timeout_s,
+                   f'answers to {list(ids)}')  # fmt: skip
         with self._lock:
             return {i: list(self.answers[i]) for i in ids}

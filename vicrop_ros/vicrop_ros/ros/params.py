@@ -75,6 +75,9 @@ SPECS: tuple[Spec, ...] = (
     Spec('max_image_age', 1.0,
          'Seconds a frame may be older than now (or away from the requested stamp).',
          minimum=0.001, maximum=86400.0),
+    Spec('frame_wait', 1.0,
+         'Seconds a question stamped after the newest frame waits for a frame at its stamp '
+         '(then the nearest kept frame is used).', minimum=0.0, maximum=60.0),
     Spec('max_pending', 4, 'Questions that may wait for the model; more are answered BUSY.',
          minimum=1, maximum=1000),
     Spec('timeout', 30.0, 'Seconds a question may take before it is answered TIMEOUT.',
@@ -123,6 +126,7 @@ class Settings:
     wrist_reliability: str
     buffer_length: int
     max_image_age: float
+    frame_wait: float
     max_pending: int
     timeout: float
     max_image_pixels: int

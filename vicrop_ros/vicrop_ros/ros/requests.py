@@ -188,7 +188,8 @@ class Intake:
         self.status_counts[name] += 1
         if answer.status == Answer.OK:
             self.latencies_ms.append(answer.total_ms)
-        if self._logger is not None and answer.status not in (Answer.OK, Answer.BUSY):
+        expected = (Answer.OK, Answer.BUSY, Answer.NOT_READY)  # not worth a warning each
+        if self._logger is not None and answer.status not in expected:
             self._logger.warning(f'question {job.id}: {name}: {answer.error}')
         return True
 

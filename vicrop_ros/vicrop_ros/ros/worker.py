@@ -24,8 +24,6 @@ from .jobs import Job
 from .params import Settings
 from .requests import Intake
 
-FRAME_WAIT_S = 1.0  # longest wait for the frame of a question stamped after the newest frame
-
 
 class Worker:
     """Serves the intake's queue with the engine on one thread."""
@@ -113,8 +111,7 @@ class Worker:
         if engine is None:
             raise Refusal(Answer.NOT_READY, 'the model was unloaded before this question ran')
         if job.image is None and job.frame is None:
-            wait_s = min(settings.max_image_age, FRAME_WAIT_S)
-            job.frame = self._intake.choose_frame(job, settings, wait_s)
+            job.frame = self._intake.choose_frame(job, settings, settings.frame_wait)
         header, rgb = decode(job, settings.max_image_pixels)
         answer.header, answer.camera = header, job.source
         answer.image_width, answer.image_height = int(rgb.shape[1]), int(rgb.shape[0])
