@@ -20,7 +20,7 @@ from vicrop_interfaces.action import AskQuestion
 from vicrop_interfaces.msg import Answer, CropBox, Question
 from vicrop_interfaces.srv import Ask
 
-RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+RELIABLE = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 FEEDBACK_QOS = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
 )
@@ -103,7 +103,8 @@ class VicropClient:
         self.head = self.node.create_publisher(Image, '/head_camera/image_raw', RELIABLE)
         wrist_type = CompressedImage if wrist_compressed else Image
         self.wrist = self.node.create_publisher(wrist_type, '/wrist_camera/image_raw', RELIABLE)
-        self.ask_client = self.node.create_client(Ask, f'{prefix}/ask')
+        many = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)  # every response
+        self.ask_client = self.node.create_client(Ask, f'{prefix}/ask', qos_profile=many)
         self.action_client = ActionClient(
             self.node, AskQuestion, f'{prefix}/ask_question', feedback_sub_qos_profile=FEEDBACK_QOS
         )

@@ -98,11 +98,15 @@ class VicropNode(LifecycleNode):
         self.create_subscription(
             Question, '~/questions', self._on_question, qos.RESULTS, callback_group=requests
         )
-        self.create_service(Ask, '~/ask', self._on_ask, callback_group=requests)
+        self.create_service(
+            Ask, '~/ask', self._on_ask, qos_profile=qos.REQUESTS, callback_group=requests
+        )
         self._action = ActionServer(
             self, AskQuestion, '~/ask_question', self._execute_goal,
             goal_callback=lambda goal: GoalResponse.ACCEPT, cancel_callback=self._on_cancel,
             callback_group=requests, feedback_pub_qos_profile=qos.FEEDBACK,
+            goal_service_qos_profile=qos.REQUESTS, result_service_qos_profile=qos.REQUESTS,
+            cancel_service_qos_profile=qos.REQUESTS,
         )  # fmt: skip
         self.create_timer(0.2, self.intake.expire_overdue, callback_group=housekeeping)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=housekeeping)
@@ -141,20 +145,29 @@ class VicropNode(LifecycleNode):
         try:
             engine = self._make_engine(settings)
         except Exception as error:  # noqa: BLE001 (any load failure leaves the node unconfigured)
-            self._load_error = f'cannot load model {settings.model!r}: {error}'
-            self._state = 'failed'
-            self.get_logger().error(self._load_error)
-            return TransitionCallbackReturn.FAILURE
+            return self._configure_failed(f'cannot load model {settings.model!r}: {error}')
+        cameras = {}
+        try:
+            for name in CAMERAS:
+                cameras[name] = self._camera(name)
+        except Exception as error:  # noqa: BLE001 (e.g. a topic of another type in this process)
+            for camera in cameras.values():
+                camera.close()
+            return self._configure_failed(f'cannot subscribe the {name} camera: {error}')
         self._load_error = ''
         self._device = str(engine.model.device)
         self._engine = engine
-        self._cameras = Cameras(
-            {name: self._camera(name) for name in CAMERAS},
-            lambda: self.get_clock().now().nanoseconds,
-        )
+        self._cameras = Cameras(cameras, lambda: self.get_clock().now().nanoseconds)
         self._state = 'inactive'
         self.get_logger().info(f'model {settings.model!r} loaded on {self._device}')
         return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, reason: str) -> TransitionCallbackReturn:
+        """Stay unconfigured, with ``reason`` in NOT_READY answers and diagnostics."""
+        self._load_error = reason
+        self._state = 'failed'
+        self.get_logger().error(reason)
+        return TransitionCallbackReturn.FAILURE
 
     def _camera(self, name: str) -> Camera:
         """Subscribe camera ``name`` as its parameters say."""

@@ -1,7 +1,7 @@
 """
 Every QoS profile of the node, once, and the rule that matches a camera's publishers.
 
-Small results (answers, crop boxes, questions) are RELIABLE with room for a burst; large images
+Small results (answers, crop boxes, questions) are RELIABLE with room for any burst; large images
 (saliency overlays) keep one or two messages per subscriber, so that a slow viewer holds at most
 one or two frames' worth of memory (a 1280x720 bgr8 overlay is 2.8 MB) instead of tens of MB.
 """
@@ -19,13 +19,21 @@ from rclpy.qos import (
 # Camera reliability parameter values; 'auto' matches the publishers (see camera_reliability).
 RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
 
-# Answers, crop boxes and incoming questions: every one matters, a burst fits.
-RESULTS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+# Answers, crop boxes and incoming questions (small messages): every one matters, so the history
+# holds a burst as large as max_pending allows (subscribers need room for their bursts too).
+RESULTS = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE)
 # Saliency overlays (full-size images): reliable for RViz/Foxglove and bag recorders, depth 2.
 LARGE_IMAGES = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 # Action feedback: late-joining clients still get the stages already reported.
 FEEDBACK = QoSProfile(
     depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+)
+# Service requests and action goals: the services default, with room for as many waiting
+# requests as max_pending allows (a history of 10 drops requests of a burst before they are taken).
+REQUESTS = QoSProfile(
+    depth=1000,
+    reliability=ReliabilityPolicy.RELIABLE,
+    durability=DurabilityPolicy.VOLATILE,
 )
 DIAGNOSTICS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
