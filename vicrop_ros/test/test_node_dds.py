@@ -268,3 +268,34 @@ def test_questions_while_the_model_loads_get_not_ready_at_once_then_the_load_err
         )
         model = client.diagnostic_values('model', client.node.get_clock().now().nanoseconds)
         assert model['level'] == b'\x02' and 'gated is not a directory' in model['message']
+
+
+def test_a_camera_that_dies_and_comes_back_is_picked_up(ros_context):
+    topic = '/flaky_camera/image'
+    with serving(ros_context, 'vicrop_flaky', head__topic=topic, max_image_age=0.5), client_of(
+        ros_context, 'vicrop_flaky'
+    ) as client:  # fmt: skip
+        client.wait_until_ready()
+        qos_profile = QoSProfile(depth=5, reliability=RELIABLE)
+
+        def frame_and_question(publisher, frame_id):
+            stamp = client.now()
+            frame = small_image(frame_id)
+            frame.header.stamp = stamp
+            wait_until(lambda: publisher.get_subscription_count() == 1, what='the camera match')
+            publisher.publish(frame)
+            request = Ask.Request(question='q?', camera='head', stamp=stamp, method='none')
+            return stamp, client.call_ask(request)
+
+        camera = client.node.create_publisher(Image, topic, qos_profile)
+        stamp, before = frame_and_question(camera, 'before')
+        client.node.destroy_publisher(camera)  # the camera driver dies
+        clock = client.node.get_clock()
+        wait_until(lambda: clock.now().nanoseconds - (stamp.sec * 10**9 + stamp.nanosec) > 6e8,
+                   what='the last frame to age')  # fmt: skip
+        during = client.call_ask(Ask.Request(question='q?', camera='head', method='none'))
+        camera = client.node.create_publisher(Image, topic, qos_profile)
+        _, after = frame_and_question(camera, 'after')
+    assert before.status == Answer.OK and before.header.frame_id == 'before'
+    assert during.status == Answer.STALE_IMAGE and 'newest head frame is' in during.error
+    assert after.status == Answer.OK and after.header.frame_id == 'after'

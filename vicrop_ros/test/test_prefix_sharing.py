@@ -53,7 +53,9 @@ def test_one_prefix_serves_several_questions(llava):
     first = shared.saliency(QUESTION, config).values
     shared.saliency('Which colour is the cap?', config)
     again = shared.saliency(QUESTION, config).values
-    np.testing.assert_array_equal(first, again)
+    # The second pass runs the question alone (its generic row is kept): a batch of one sums in
+    # another order than the first batch of two, so equal up to float rounding.
+    np.testing.assert_allclose(first, again, rtol=1e-5, atol=1e-7)
 
 
 def test_filling_the_cache_computes_every_key_and_value_but_not_the_last_layers_output(llava):

@@ -2,15 +2,14 @@
 
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
-import time
 
-from node_helpers import VicropClient, raw_image, start_node, stop_node
+from node_helpers import VicropClient, raw_image, result_of, start_node, stop_node
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sample_data import random_image
-from sensor_msgs.msg import Image
 
 from vicrop_interfaces.msg import Answer
 from vicrop_interfaces.srv import Ask
@@ -31,40 +30,6 @@ def test_load_every_question_gets_exactly_one_ok_or_busy():
     assert set(figures['statuses']) <= {'OK', 'BUSY'} and figures['statuses'].get('OK', 0) > 0
     assert figures['statuses'].get('BUSY', 0) > 0  # 20 Hz is more than the model keeps up with
     assert figures['node_rss_end_mb'] < figures['node_rss_start_mb'] + 500
-
-
-def ask_head(client, question_id):
-    return client.call_ask(Ask.Request(id=question_id, question='What is there?', camera='head'))
-
-
-def test_camera_that_dies_and_comes_back_is_picked_up(ros_context, tiny_model_dir):
-    process = start_node(tiny_model_dir('llava'), 'head.reliability:=reliable',
-                         'max_image_age:=0.5', 'max_new_tokens:=2', name='vicrop_cam')  # fmt: skip
-    client = VicropClient(ros_context, node_name='vicrop_cam')
-    try:
-        client.wait_until_ready()
-        camera = client.node.create_publisher(Image, '/head_camera/image_raw', RELIABLE)
-        while camera.get_subscription_count() == 0:
-            time.sleep(0.05)
-        camera.publish(raw_image(random_image(160, 120), client.now(), 'before'))
-        time.sleep(0.3)
-        before = ask_head(client, 'before')
-        client.node.destroy_publisher(camera)  # the camera driver dies
-        time.sleep(1.0)
-        during = ask_head(client, 'during')
-        camera = client.node.create_publisher(Image, '/head_camera/image_raw', RELIABLE)
-        deadline = time.monotonic() + 30
-        while camera.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        camera.publish(raw_image(random_image(160, 120), client.now(), 'after'))
-        time.sleep(0.3)
-        after = ask_head(client, 'after')
-    finally:
-        client.close()
-        stop_node(process)
-    assert before.status == Answer.OK and before.header.frame_id == 'before'
-    assert during.status == Answer.STALE_IMAGE
-    assert after.status == Answer.OK and after.header.frame_id == 'after'
 
 
 def test_node_killed_and_restarted_serves_the_same_client(ros_context, tiny_model_dir):
@@ -91,41 +56,71 @@ def test_node_killed_and_restarted_serves_the_same_client(ros_context, tiny_mode
     assert len(answers['after-crash']) == 1  # the topic subscription reconnected too
 
 
-def test_model_that_fails_to_load_leaves_the_node_unconfigured_and_serving_errors(
-    ros_context, tmp_path
-):
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-
+def start_logged(tmp_path, *arguments: str) -> tuple[subprocess.Popen, Path]:
+    """Start ``vicrop_node`` with ``arguments`` after ``--ros-args``, its output in a file."""
     log = tmp_path / 'node.log'
     with log.open('w') as output:
         process = subprocess.Popen(
-            ['vicrop_node', '--ros-args', '-r', '__node:=vicrop_broken',
-             '-p', f'model:={tmp_path / "no_such_model"}'],
-            stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+            ['vicrop_node', '--ros-args', *arguments], stdout=output, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )  # fmt: skip
-    client = VicropClient(ros_context, node_name='vicrop_broken')
-    arrays = []
-    client.node.create_subscription(DiagnosticArray, '/diagnostics', arrays.append, 10)
+    return process, log
+
+
+def exit_code(process: subprocess.Popen, timeout_s: float = 60.0) -> int:
+    try:
+        return process.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise AssertionError('the node did not exit') from None
+
+
+def test_signals_end_the_node_cleanly_and_a_failed_load_is_logged_once(ros_context, tmp_path):
+    """A node whose model cannot load stays up; SIGINT, SIGINT again, SIGTERM: exit 0."""
+    name, signals = 'vicrop_signals', ('SIGINT', 'SIGINT', 'SIGTERM')
+    process, log = start_logged(
+        tmp_path, '-r', f'__node:={name}', '-p', f'model:={tmp_path / "no_such_model"}'
+    )
+    client = VicropClient(ros_context, node_name=name)
     try:
         assert client.ask_client.wait_for_service(timeout_sec=90)
-        first = client.call_ask(Ask.Request(id='broken', question='q?'), resend_s=3.0)
-        answer = first
-        while 'is loading' in answer.error:  # NOT_READY at once while loading, then the reason
+        answer = client.call_ask(Ask.Request(question='q?'), resend_s=3.0)
+        while 'is loading' in answer.error:
             answer = client.call_ask(Ask.Request(question='q?'), resend_s=3.0)
-        deadline = time.monotonic() + 10
-        while not arrays and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(2.5)  # a few diagnostics periods: the node must stay up, not loop
-        alive = process.poll() is None
+        assert answer.status == Answer.NOT_READY and 'is not a directory' in answer.error
+        assert process.poll() is None  # up, serving errors
+        for name in signals:
+            os.killpg(process.pid, getattr(signal, name))
+        code = exit_code(process)
     finally:
         client.close()
         stop_node(process)
-    assert alive
-    assert first.status == Answer.NOT_READY
-    assert answer.status == Answer.NOT_READY and 'unconfigured' in answer.error
-    assert 'cannot load model' in answer.error and 'is not a directory' in answer.error
-    model = [s for a in arrays for s in a.status if s.name.endswith('vicrop_broken: model')]
-    assert model and model[-1].level == DiagnosticStatus.ERROR
-    assert 'cannot load model' in model[-1].message and 'is not a directory' in model[-1].message
     text = log.read_text()
+    assert code == 0, text
     assert text.count('cannot load model') == 1 and 'Traceback' not in text
+
+
+def test_lifecycle_shutdown_answers_and_ends_the_process(ros_context, tiny_model_dir, tmp_path):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    process, log = start_logged(
+        tmp_path, '-r', '__node:=vicrop_shutdown', '-p', f'model:={tiny_model_dir("llava")}'
+    )
+    client = VicropClient(ros_context, node_name='vicrop_shutdown')
+    try:
+        client.wait_until_ready()
+        service = client.node.create_client(ChangeState, '/vicrop_shutdown/change_state')
+        assert service.wait_for_service(timeout_sec=60)
+        request = ChangeState.Request(
+            transition=Transition(id=Transition.TRANSITION_ACTIVE_SHUTDOWN)
+        )
+        response = result_of(service.call_async(request))
+        code = exit_code(process)
+    finally:
+        client.close()
+        stop_node(process)
+    assert response.success
+    assert code == 0, log.read_text()
+    assert 'Traceback' not in log.read_text()
