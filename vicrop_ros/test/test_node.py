@@ -111,7 +111,7 @@ def test_camera_selection_and_the_compressed_wrist_camera(client):
 
 def test_stamp_chooses_the_nearest_buffered_frame(client):
     now = stamp_seconds(client.now())
-    stamps = [stamp_at(now - 0.9 + 0.3 * i) for i in range(4)]
+    stamps = [stamp_at(now + 1.0 + 0.3 * i) for i in range(4)]  # far from earlier frames
     for i, stamp in enumerate(stamps):
         client.publish_frame('head', random_image(160, 120, seed=10 + i), stamp, f'head_{i}')
     question = Question(id='at-stamp', question='What colour is the cap?', camera='head')

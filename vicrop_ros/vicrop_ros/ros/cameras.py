@@ -102,7 +102,7 @@ class Camera:
         self.buffer.add(data, self._node.get_clock().now().nanoseconds)
 
     def _on_lost(self, info) -> None:
-        """QoS event: the middleware lost frames (e.g. best effort over UDP)."""
+        """Count frames the middleware lost (a QoS event; e.g. best effort over UDP)."""
         self.frames_lost += info.total_count_change
         self._warn_once(
             'lost',
@@ -113,7 +113,7 @@ class Camera:
         )
 
     def _on_incompatible(self, info) -> None:
-        """QoS event: a publisher's QoS cannot be matched (e.g. best effort vs reliable)."""
+        """Count publishers whose QoS cannot be matched (a QoS event; best effort vs reliable)."""
         self.incompatible_events += info.total_count_change
         self._warn_once(
             'incompatible',

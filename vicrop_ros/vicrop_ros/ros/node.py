@@ -14,6 +14,7 @@ so questions meanwhile get NOT_READY at once) and freed on cleanup.
 
 import signal
 import threading
+import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 import rclpy
@@ -44,6 +45,7 @@ STAGES = {
     'answering': AskQuestion.Feedback.ANSWERING,
 }
 SHUTDOWN_GRACE_S = 2.0  # longest wait for waiting callers to get their last responses
+WAKE_S = 0.25  # the executor wakes at least this often (steady time), so signal handlers run
 
 
 class _NextWake:
@@ -331,11 +333,17 @@ def load_engine(settings: Settings):
 
 
 def spin_until_finished(node: VicropNode, executor) -> None:
-    """Spin until ``node.finished``, then answer waiting callers (bounded by the grace time)."""
-    executor.spin_until_future_complete(node.finished)
+    """
+    Spin until ``node.finished``, then answer waiting callers (bounded by the grace time).
+
+    Python runs signal handlers only between waits: spinning in steps of WAKE_S (steady time)
+    keeps a SIGINT effective while no timer fires (e.g. a stopped /clock with use_sim_time).
+    """
+    while not node.finished.done():
+        executor.spin_until_future_complete(node.finished, timeout_sec=WAKE_S)
     node.close()
-    grace = node.get_clock().now().nanoseconds + int(SHUTDOWN_GRACE_S * 1e9)
-    while node.waiting_callers and node.get_clock().now().nanoseconds < grace:
+    grace = time.monotonic() + SHUTDOWN_GRACE_S  # not the node clock: /clock may have stopped
+    while node.waiting_callers and time.monotonic() < grace:
         executor.spin_once(timeout_sec=0.05)
     executor.spin_once(timeout_sec=0.05)  # the responses of the last resumed callers
 
