@@ -223,7 +223,7 @@ def test_ask_question_action_with_feedback(ros_context, echo_server):
         result = goal_handle.get_result_async()
         assert spin_until(executor, result.done)
         # Feedback and result travel on different channels; let the last feedback land.
-        spin_until(executor, lambda: len(feedback) == len(EchoServer.STAGES), timeout_s=5.0)
+        spin_until(executor, lambda: len(feedback) == len(EchoServer.STAGES), timeout_s=60.0)
     finally:
         executor.shutdown()
         client_node.destroy_node()

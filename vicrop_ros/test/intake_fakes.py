@@ -56,10 +56,11 @@ class Bench:
             'head': FrameBuffer('head', 30, Image),
             'wrist': FrameBuffer('wrist', 30, CompressedImage),
         }
+        self._arrived = threading.Condition()
         cameras = Cameras(
             {name: types.SimpleNamespace(buffer=buffer) for name, buffer in self.buffers.items()},
-            self.clock.now_ns,
-        )
+            self.clock.now_ns, self._drain,
+        )  # fmt: skip
         self.intake = Intake(
             'vicrop', lambda: self.settings, lambda: self.readiness, lambda: cameras,
             self.published.append, self.clock.now_ns, monotonic=self.clock.monotonic,
@@ -69,7 +70,15 @@ class Bench:
         """Deliver ``message`` (Image or CompressedImage) to a camera, stamped ``stamp_s``."""
         if stamp_s is not None:
             message.header.stamp.sec, message.header.stamp.nanosec = divmod(int(stamp_s * S), S)
-        self.buffers[camera].add(serialize_message(message), self.clock.now_ns())
+        with self._arrived:
+            self.buffers[camera].add(serialize_message(message), self.clock.now_ns())
+            self._arrived.notify_all()
+
+    def _drain(self, wait_s: float, until) -> None:
+        """Fake of CameraNode.drain: frames are in the buffers already; wait for ``until``."""
+        if until is not None:
+            with self._arrived:
+                self._arrived.wait_for(until, wait_s)
 
     def answers_of(self, job_id: str) -> list[Answer]:
         return [answer for answer in self.published if answer.id == job_id]

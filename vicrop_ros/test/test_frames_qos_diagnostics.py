@@ -1,6 +1,5 @@
 """Frame buffers, the camera reliability rule, QoS profiles and diagnostics values: no DDS."""
 
-import threading
 import types
 
 from diagnostic_msgs.msg import DiagnosticStatus
@@ -73,24 +72,25 @@ def test_no_frame_yet():
     assert str(none.value) == 'no frame received on the wrist camera yet'
 
 
-def test_waiting_for_a_frame_at_a_stamp_wakes_when_it_arrives():
-    buffer = filled_buffer(10.0)
-    arrived = threading.Event()
+def test_choosing_drains_and_waits_for_a_frame_stamped_after_the_newest():
+    buffer = filled_buffer(10.0, 10.2)
+    drained = []
 
-    def deliver():
-        arrived.wait()
-        buffer.add(frame_bytes(11 * S), received_ns=11 * S)
+    def drain(wait_s, until):  # a fake of CameraNode.drain: a frame comes during the wait
+        drained.append((wait_s, until is not None))
+        if until is not None:
+            buffer.add(frame_bytes(int(10.45 * S)), received_ns=int(10.5 * S))
+            assert until()
 
-    thread = threading.Thread(target=deliver)
-    thread.start()
-    assert not buffer.wait_for_stamp(11 * S, timeout_s=0.0)
-    arrived.set()
-    assert buffer.wait_for_stamp(11 * S, timeout_s=60.0)  # woken by the frame, not a timeout
-    thread.join()
+    cameras = Cameras({'head': types.SimpleNamespace(buffer=buffer)}, lambda: int(10.5 * S), drain)
+    assert cameras.choose('head', int(10.4 * S), S, wait_s=0.0) is None  # decided later
+    assert drained == [(0.0, False)]  # what had arrived was taken first
+    assert cameras.choose('head', int(10.4 * S), S, wait_s=5.0).stamp_ns == int(10.45 * S)
+    assert drained[-1] == (5.0, True)
 
 
 def cameras_of(**buffers) -> Cameras:
-    """Cameras over plain frame buffers (the subscription part is not needed to choose)."""
+    """Cameras over plain frame buffers (nothing to drain)."""
     return Cameras(
         {name: types.SimpleNamespace(buffer=buffer) for name, buffer in buffers.items()},
         now_ns=lambda: int(10.5 * S),

@@ -51,30 +51,22 @@ class FrameBuffer:
         self.name = name
         self.message_type = message_type
         self._frames: deque[Frame] = deque(maxlen=length)
-        self._arrived = threading.Condition()
+        self._lock = threading.Lock()
         self.received = 0  # frames added since start
         self.received_ns = 0  # receive time of the newest frame (the clock given to add)
 
     def add(self, data: bytes, received_ns: int) -> None:
         """Store one serialized message received at ``received_ns`` (the subscription callback)."""
         frame = Frame(header_stamp_ns(data) or received_ns, data, self.message_type)
-        with self._arrived:
+        with self._lock:
             self._frames.append(frame)
             self.received += 1
             self.received_ns = received_ns
-            self._arrived.notify_all()
 
     def newest_stamp_ns(self) -> int | None:
         """Return the stamp of the newest frame, or None before the first."""
-        with self._arrived:
+        with self._lock:
             return self._frames[-1].stamp_ns if self._frames else None
-
-    def wait_for_stamp(self, stamp_ns: int, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` until a frame stamped at or after ``stamp_ns`` is kept."""
-        with self._arrived:
-            return self._arrived.wait_for(
-                lambda: bool(self._frames) and self._frames[-1].stamp_ns >= stamp_ns, timeout_s
-            )
 
     def choose(self, stamp_ns: int, now_ns: int, max_age_ns: int) -> Frame:
         """
@@ -84,7 +76,7 @@ class FrameBuffer:
         ``now_ns``. Otherwise the frame nearest to ``stamp_ns``, which must lie within
         ``max_age_ns`` of it (before or after).
         """
-        with self._arrived:
+        with self._lock:
             frames = list(self._frames)
         if not frames:
             raise FrameChoiceError('NO_IMAGE', f'no frame received on the {self.name} camera yet')

@@ -97,10 +97,6 @@ def start_node(model: str | None, scratch: Path, *params: str) -> subprocess.Pop
         '__node:=vicrop_load',
         '-p',
         f'model:={model}',
-        '-p',
-        'head.reliability:=reliable',
-        '-p',
-        'wrist.reliability:=reliable',
     ]
     for param in params:
         command += ['-p', param]  # fmt: skip

@@ -1,7 +1,8 @@
 """
 ``vicrop_node``: ViCrop as a managed ROS 2 node; this file only wires the parts to rclpy.
 
-* :mod:`.cameras` subscribes the cameras (on configure) and chooses each question's frame;
+* :mod:`.cameras` subscribes the cameras (on configure, on the companion node
+  ``<node>_cameras``) and chooses each question's frame;
 * :mod:`.requests` takes questions from ``~/questions``, ``~/ask`` and ``~/ask_question`` and
   gives each exactly one Answer on ``~/answers``;
 * :mod:`.worker` runs the engine on one thread;
@@ -32,7 +33,7 @@ from vicrop_interfaces.msg import Answer, CropBox, Question
 from vicrop_interfaces.srv import Ask
 
 from . import diagnostics, qos
-from .cameras import Camera, CameraConfig, Cameras
+from .cameras import CameraConfig, CameraNode, Cameras
 from .jobs import STATUS_NAMES, Job
 from .params import CAMERAS, Settings, declare_parameters
 from .requests import Intake
@@ -44,6 +45,7 @@ STAGES = {
     'cropping': AskQuestion.Feedback.CROPPING,
     'answering': AskQuestion.Feedback.ANSWERING,
 }
+DIAGNOSTICS_DRAIN_TICKS = 10  # diagnostics take waiting camera frames every 10th report
 SHUTDOWN_GRACE_S = 2.0  # longest wait for waiting callers to get their last responses
 WAKE_S = 0.25  # the executor wakes at least this often (steady time), so signal handlers run
 
@@ -72,7 +74,7 @@ class VicropNode(LifecycleNode):
         self.settings = Settings.from_node(self)
         self.add_post_set_parameters_callback(self._on_parameters_set)
         self._engine = None  # vicrop_ros.core.Vicrop while configured
-        self._cameras: Cameras | None = None  # while configured
+        self._camera_node: CameraNode | None = None  # while configured
         self._state = 'unconfigured'  # also 'loading', 'failed', 'inactive', 'active', 'closing'
         self._load_error = ''  # why the last configure failed
         self._device = ''  # where the model runs, once loaded
@@ -82,14 +84,13 @@ class VicropNode(LifecycleNode):
         self.finished = Future()  # done when the node should exit (lifecycle shutdown, signal)
 
         requests = ReentrantCallbackGroup()  # coroutines: many wait at once
-        self._cameras_group = MutuallyExclusiveCallbackGroup()
         housekeeping = MutuallyExclusiveCallbackGroup()
         self.answers = self.create_publisher(Answer, '~/answers', qos.RESULTS)
         self.crop_boxes = self.create_publisher(CropBox, '~/crop_boxes', qos.RESULTS)
         self.saliency = self.create_publisher(Image, '~/saliency', qos.LARGE_IMAGES)
         self.diagnostics = self.create_publisher(DiagnosticArray, '/diagnostics', qos.DIAGNOSTICS)
         self.intake = Intake(
-            self.get_name(), lambda: self.settings, self.readiness, lambda: self._cameras,
+            self.get_name(), lambda: self.settings, self.readiness, self._camera_set,
             self.answers.publish, lambda: self.get_clock().now().nanoseconds, self.get_logger(),
         )  # fmt: skip
         self.worker = Worker(
@@ -113,6 +114,7 @@ class VicropNode(LifecycleNode):
         self.create_timer(0.2, self.intake.expire_overdue, callback_group=housekeeping)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=housekeeping)
         self.create_timer(1.0, self._follow_publishers, callback_group=housekeeping)
+        self._diagnostics_ticks = 0
         self.worker.start()
 
     # ----- lifecycle ---------------------------------------------------------------------------
@@ -148,18 +150,13 @@ class VicropNode(LifecycleNode):
             engine = self._make_engine(settings)
         except Exception as error:  # noqa: BLE001 (any load failure leaves the node unconfigured)
             return self._configure_failed(f'cannot load model {settings.model!r}: {error}')
-        cameras = {}
         try:
-            for name in CAMERAS:
-                cameras[name] = self._camera(name)
+            self._camera_node = CameraNode(self, [self._camera_config(name) for name in CAMERAS])
         except Exception as error:  # noqa: BLE001 (e.g. a topic of another type in this process)
-            for camera in cameras.values():
-                camera.close()
-            return self._configure_failed(f'cannot subscribe the {name} camera: {error}')
+            return self._configure_failed(f'cannot subscribe the cameras: {error}')
         self._load_error = ''
         self._device = str(engine.model.device)
         self._engine = engine
-        self._cameras = Cameras(cameras, lambda: self.get_clock().now().nanoseconds)
         self._state = 'inactive'
         self.get_logger().info(f'model {settings.model!r} loaded on {self._device}')
         return TransitionCallbackReturn.SUCCESS
@@ -171,11 +168,20 @@ class VicropNode(LifecycleNode):
         self.get_logger().error(reason)
         return TransitionCallbackReturn.FAILURE
 
-    def _camera(self, name: str) -> Camera:
-        """Subscribe camera ``name`` as its parameters say."""
+    def _camera_config(self, name: str) -> CameraConfig:
+        """Return how camera ``name`` is subscribed, from its parameters."""
         topic, transport, reliability = self.settings.camera(name)
-        config = CameraConfig(name, topic, transport, reliability, self.settings.buffer_length)
-        return Camera(self, config, self._cameras_group)
+        return CameraConfig(name, topic, transport, reliability, self.settings.buffer_length)
+
+    @property
+    def camera_node(self) -> CameraNode | None:
+        """Return the companion node of the cameras (None while unconfigured)."""
+        return self._camera_node
+
+    def _camera_set(self) -> Cameras | None:
+        """Return the subscribed cameras (None while unconfigured)."""
+        camera_node = self._camera_node
+        return None if camera_node is None else camera_node.cameras
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Start answering questions."""
@@ -212,9 +218,9 @@ class VicropNode(LifecycleNode):
     def _release(self) -> None:
         """Drop the model and the camera subscriptions."""
         self._engine = None
-        if self._cameras is not None:
-            self._cameras.close()
-            self._cameras = None
+        if self._camera_node is not None:
+            self._camera_node.close()
+            self._camera_node = None
         import torch
 
         if torch.cuda.is_available():
@@ -291,11 +297,12 @@ class VicropNode(LifecycleNode):
 
     def _follow_publishers(self) -> None:
         """Timer: cameras with reliability 'auto' follow their publishers."""
-        if self._cameras is not None:
-            self._cameras.follow_publishers()
+        camera_node = self._camera_node
+        if camera_node is not None:
+            camera_node.follow_publishers()
 
     def _publish_diagnostics(self) -> None:
-        """Publish the node's health on /diagnostics (1 Hz)."""
+        """Publish the node's health on /diagnostics (1 Hz; cameras drained every 10 s)."""
         name, device, intake = self.get_fully_qualified_name(), self._device, self.intake
         array = DiagnosticArray()
         now = self.get_clock().now()
@@ -308,12 +315,16 @@ class VicropNode(LifecycleNode):
                 list(intake.latencies_ms), intake.status_counts, list(STATUS_NAMES.values()),
             ),
         ]  # fmt: skip
-        if self._cameras is not None:
+        cameras = self._camera_set()
+        if cameras is not None and self._diagnostics_ticks % DIAGNOSTICS_DRAIN_TICKS == 0:
+            cameras.drain(0.0, None)  # taking frames costs: their counts refresh every 10 s
+        self._diagnostics_ticks += 1
+        if cameras is not None:
             array.status += [
                 diagnostics.camera_status(
                     name, device, camera, now.nanoseconds, self.settings.max_image_age
                 )
-                for camera in self._cameras
+                for camera in cameras
             ]
         self.diagnostics.publish(array)
 
