@@ -14,8 +14,8 @@ def table_rows(first_header: str) -> list[list[str]]:
     """Return the cells of each row of the README table whose first header cell is given."""
     lines = README.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f'| {first_header} |'))
-    rows = []
-    for line in lines[start + 2 :]:
+    rows, first_row = [], start + 2  # after the header and the separator
+    for line in lines[first_row:]:
         if not line.startswith('|'):
             break
         rows.append([cell.strip() for cell in line.strip('|').split('|')])
