@@ -64,13 +64,20 @@ def test_a_good_question_is_queued_with_its_frame_chosen_on_arrival(bench):
     assert job.camera == 'head' and job.frame.stamp_ns == int(999.9 * S)  # default camera
 
 
-def test_a_camera_with_no_frame_is_no_image_and_an_old_frame_stale(bench):
-    ask(bench, job_id='wrist', camera='wrist')
+def test_no_frame_or_an_old_frame_waits_for_the_worker_then_is_no_image_or_stale(bench):
+    from vicrop_ros.ros.answers import Refusal
+
+    wrist = ask(bench, job_id='wrist', camera='wrist')
     bench.clock.now_s = 1005.0
-    ask(bench, job_id='head')
-    wrist, head = bench.published
-    assert wrist.status == Answer.NO_IMAGE and wrist.camera == 'wrist'
-    assert head.status == Answer.STALE_IMAGE and 'newest head frame is 5.100 s old' in head.error
+    head = ask(bench, job_id='head')
+    assert not wrist.done and not head.done and wrist.frame is head.frame is None  # may come
+    with pytest.raises(Refusal) as none:  # the worker's choice, after its wait
+        bench.intake.choose_frame(wrist, bench.settings, wait_s=0.01)
+    assert none.value.status == Answer.NO_IMAGE and 'wrist camera' in str(none.value)
+    with pytest.raises(Refusal) as stale:
+        bench.intake.choose_frame(head, bench.settings, wait_s=0.01)
+    assert stale.value.status == Answer.STALE_IMAGE
+    assert 'newest head frame is 5.100 s old' in str(stale.value)
 
 
 def test_a_question_stamped_after_every_frame_leaves_the_choice_to_the_worker(bench):

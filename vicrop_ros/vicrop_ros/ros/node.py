@@ -45,7 +45,6 @@ STAGES = {
     'cropping': AskQuestion.Feedback.CROPPING,
     'answering': AskQuestion.Feedback.ANSWERING,
 }
-DIAGNOSTICS_DRAIN_TICKS = 10  # diagnostics take waiting camera frames every 10th report
 SHUTDOWN_GRACE_S = 2.0  # longest wait for waiting callers to get their last responses
 WAKE_S = 0.25  # the executor wakes at least this often (steady time), so signal handlers run
 
@@ -114,7 +113,6 @@ class VicropNode(LifecycleNode):
         self.create_timer(0.2, self.intake.expire_overdue, callback_group=housekeeping)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=housekeeping)
         self.create_timer(1.0, self._follow_publishers, callback_group=housekeeping)
-        self._diagnostics_ticks = 0
         self.worker.start()
 
     # ----- lifecycle ---------------------------------------------------------------------------
@@ -302,7 +300,7 @@ class VicropNode(LifecycleNode):
             camera_node.follow_publishers()
 
     def _publish_diagnostics(self) -> None:
-        """Publish the node's health on /diagnostics (1 Hz; cameras drained every 10 s)."""
+        """Publish the node's health on /diagnostics (1 Hz)."""
         name, device, intake = self.get_fully_qualified_name(), self._device, self.intake
         array = DiagnosticArray()
         now = self.get_clock().now()
@@ -316,9 +314,6 @@ class VicropNode(LifecycleNode):
             ),
         ]  # fmt: skip
         cameras = self._camera_set()
-        if cameras is not None and self._diagnostics_ticks % DIAGNOSTICS_DRAIN_TICKS == 0:
-            cameras.drain(0.0, None)  # taking frames costs: their counts refresh every 10 s
-        self._diagnostics_ticks += 1
         if cameras is not None:
             array.status += [
                 diagnostics.camera_status(
