@@ -53,7 +53,6 @@ class FrameBuffer:
         self._frames: deque[Frame] = deque(maxlen=length)
         self._lock = threading.Lock()
         self.received = 0  # frames added since start
-        self.received_ns = 0  # receive time of the newest frame (the clock given to add)
 
     def add(self, data: bytes, received_ns: int) -> None:
         """Store one serialized message received at ``received_ns`` (the subscription callback)."""
@@ -61,7 +60,6 @@ class FrameBuffer:
         with self._lock:
             self._frames.append(frame)
             self.received += 1
-            self.received_ns = received_ns
 
     def newest_stamp_ns(self) -> int | None:
         """Return the stamp of the newest frame, or None before the first."""

@@ -177,8 +177,6 @@ class Intake:
             raise AssertionError('an error answer needs a reason')
         answer.total_ms = (self._monotonic() - job.arrival) * 1000.0
         with self._lock:
-            if job.done:
-                return False
             if self._in_flight.get(job.id) is job:
                 del self._in_flight[job.id]
         if not job.finish(answer):
