@@ -72,7 +72,7 @@ def test_no_frame_yet():
     assert str(none.value) == 'no frame received on the wrist camera yet'
 
 
-def test_choosing_drains_and_waits_for_a_frame_stamped_after_the_newest():
+def test_requesting_drains_and_awaiting_waits_for_a_frame_stamped_after_the_newest():
     buffer = filled_buffer(10.0, 10.2)
     drained = []
 
@@ -83,9 +83,10 @@ def test_choosing_drains_and_waits_for_a_frame_stamped_after_the_newest():
             assert until()
 
     cameras = Cameras({'head': types.SimpleNamespace(buffer=buffer)}, lambda: int(10.5 * S), drain)
-    assert cameras.choose('head', int(10.4 * S), S, wait_s=0.0) is None  # decided later
+    request = cameras.request('head', int(10.4 * S), S)
+    assert not request.decided  # decided later
     assert drained == [(0.0, False)]  # what had arrived was taken first
-    assert cameras.choose('head', int(10.4 * S), S, wait_s=5.0).stamp_ns == int(10.45 * S)
+    assert cameras.await_frame('head', request, wait_s=5.0).stamp_ns == int(10.45 * S)
     assert drained[-1] == (5.0, True)
 
 
@@ -97,15 +98,32 @@ def cameras_of(**buffers) -> Cameras:
     )
 
 
-def test_choosing_a_frame_stamped_after_the_newest_is_left_for_later_or_waited_for():
+def test_a_frame_that_does_not_come_is_chosen_from_the_kept_frames():
     cameras = cameras_of(head=filled_buffer(10.0, 10.2))
-    assert cameras.choose('head', int(10.4 * S), S, wait_s=0.0) is None  # decided later
-    # Waiting (no frame comes): the nearest kept frame is chosen.
-    assert cameras.choose('head', int(10.4 * S), S, wait_s=0.01).stamp_ns == int(10.2 * S)
-    assert cameras.choose('head', 0, S, wait_s=0.0).stamp_ns == int(10.2 * S)
+    request = cameras.request('head', int(10.4 * S), S)
+    assert not request.decided
+    assert cameras.await_frame('head', request, wait_s=0.01).stamp_ns == int(10.2 * S)
+    newest = cameras.request('head', 0, S)
+    assert newest.decided and newest.result().stamp_ns == int(10.2 * S)
     with pytest.raises(FrameChoiceError) as missing:
-        cameras.choose('wrist', 0, S, wait_s=0.0)
+        cameras.request('wrist', 0, S)
     assert missing.value.status == 'NOT_READY'
+
+
+def test_a_request_is_decided_by_the_frame_it_waits_for_and_not_later():
+    buffer = filled_buffer(10.0, 10.1, length=3)
+    at_stamp = buffer.request(int(10.24 * S), int(10.2 * S), S)
+    newest = buffer.request(0, int(12.0 * S), S)  # the newest (10.1) is 1.9 s old: waits
+    assert not at_stamp.decided and not newest.decided and buffer.waiting == 2
+    buffer.add(frame_bytes(int(10.2 * S)), received_ns=int(10.25 * S))  # before the stamp
+    assert not at_stamp.decided and newest.result().stamp_ns == int(10.2 * S)  # fresh now
+    for seconds in (10.3, 10.4, 10.5, 10.6):  # the ring (3) rolls past 10.2 meanwhile
+        buffer.add(frame_bytes(int(seconds * S)), received_ns=int(seconds * S))
+    assert at_stamp.result().stamp_ns == int(10.2 * S)  # nearest when 10.3 came
+    assert buffer.waiting == 0
+    late = buffer.request(int(10.7 * S), int(10.6 * S), S)
+    late.withdraw()
+    assert buffer.waiting == 0
 
 
 @pytest.mark.parametrize(

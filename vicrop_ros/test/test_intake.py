@@ -61,7 +61,7 @@ def test_not_ready_carries_the_reason_given():
 def test_a_good_question_is_queued_with_its_frame_chosen_on_arrival(bench):
     job = ask(bench, job_id='good')
     assert not job.done and bench.published == [] and len(bench.intake.queue) == 1
-    assert job.camera == 'head' and job.frame.stamp_ns == int(999.9 * S)  # default camera
+    assert job.camera == 'head' and job.frame_request.result().stamp_ns == int(999.9 * S)
 
 
 def test_no_frame_or_an_old_frame_waits_for_the_worker_then_is_no_image_or_stale(bench):
@@ -70,24 +70,40 @@ def test_no_frame_or_an_old_frame_waits_for_the_worker_then_is_no_image_or_stale
     wrist = ask(bench, job_id='wrist', camera='wrist')
     bench.clock.now_s = 1005.0
     head = ask(bench, job_id='head')
-    assert not wrist.done and not head.done and wrist.frame is head.frame is None  # may come
+    assert not wrist.done and not head.done  # a frame may still come
+    assert not wrist.frame_request.decided and not head.frame_request.decided
+    settings = Settings.defaults(frame_wait=0.01)
     with pytest.raises(Refusal) as none:  # the worker's choice, after its wait
-        bench.intake.choose_frame(wrist, bench.settings, wait_s=0.01)
+        bench.intake.await_frame(wrist, settings)
     assert none.value.status == Answer.NO_IMAGE and 'wrist camera' in str(none.value)
     with pytest.raises(Refusal) as stale:
-        bench.intake.choose_frame(head, bench.settings, wait_s=0.01)
+        bench.intake.await_frame(head, settings)
     assert stale.value.status == Answer.STALE_IMAGE
     assert 'newest head frame is 5.100 s old' in str(stale.value)
 
 
-def test_a_question_stamped_after_every_frame_leaves_the_choice_to_the_worker(bench):
+def test_a_question_stamped_after_every_frame_is_decided_when_its_frame_arrives(bench):
     job = ask(bench, at=1000.0)
-    assert not job.done and job.frame is None and len(bench.intake.queue) == 1
+    assert not job.done and not job.frame_request.decided and len(bench.intake.queue) == 1
+    bench.add_frame('head', rgb_image(np.zeros((4, 6, 3), np.uint8), 'h1'), 999.98)
+    assert not job.frame_request.decided  # still before the stamp
+    for index, at in enumerate((1000.03, 1000.07, 1000.1)):  # more come before the worker looks
+        bench.add_frame('head', rgb_image(np.zeros((4, 6, 3), np.uint8), f'h{index + 2}'), at)
+    # Decided by the first frame at or after the stamp, from the two frames around it.
+    assert job.frame_request.result().stamp_ns == int(999.98 * S)
+    assert bench.buffers['head'].waiting == 0
+
+
+def test_a_question_that_ends_stops_waiting_for_its_frame(bench):
+    job = ask(bench, at=1000.0)
+    assert bench.buffers['head'].waiting == 1
+    bench.intake.cancel(job)
+    assert job.answer.status == Answer.CANCELED and bench.buffers['head'].waiting == 0
 
 
 def test_an_image_sent_with_the_request_needs_no_camera(bench):
     job = ask(bench, camera='tail', image=rgb_image(np.zeros((2, 2, 3), np.uint8), 'sent'))
-    assert not job.done and job.source == 'image' and job.frame is None
+    assert not job.done and job.source == 'image' and job.frame_request is None
 
 
 def test_an_id_in_flight_is_refused_and_free_again_once_answered(bench):

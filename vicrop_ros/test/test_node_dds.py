@@ -14,6 +14,7 @@ import sys
 import threading
 
 from action_msgs.msg import GoalStatus
+from builtin_interfaces.msg import Time
 from intake_fakes import GatedEngine, rgb_image
 from node_helpers import VicropClient, result_of, wait_until
 import numpy as np
@@ -302,3 +303,41 @@ def test_a_camera_that_dies_and_comes_back_is_picked_up(ros_context):
     assert before.status == Answer.OK and before.header.frame_id == 'before'
     assert during.status == Answer.STALE_IMAGE and 'newest head frame is' in during.error
     assert after.status == Answer.OK and after.header.frame_id == 'after'
+
+
+def test_frames_of_an_old_timeline_are_dropped_when_sim_time_jumps_back(ros_context):
+    """A bag replayed again: its stamps start over, the frames kept from the first run go."""
+    from rosgraph_msgs.msg import Clock
+
+    topic = '/replayed_camera/image'
+    with serving(ros_context, 'vicrop_jump', head__topic=topic, use_sim_time=True,
+                 frame_wait=0.1) as node, client_of(
+        ros_context, 'vicrop_jump'
+    ) as client:  # fmt: skip
+        client.wait_until_ready()
+        clock = client.node.create_publisher(Clock, '/clock', QoSProfile(depth=1))
+        camera = client.node.create_publisher(
+            Image, topic, QoSProfile(depth=5, reliability=RELIABLE)
+        )
+        wait_until(lambda: camera.get_subscription_count() == 1, what='the camera match')
+
+        def run_clock_to(seconds: int):
+            def reached():
+                clock.publish(Clock(clock=Time(sec=seconds)))
+                return node.get_clock().now().nanoseconds == seconds * 10**9
+
+            wait_until(reached, what=f'the node clock at {seconds} s')
+
+        def ask_newest(job_id: str) -> Answer:
+            return client.call_ask(Ask.Request(id=job_id, question='q?', camera='head',
+                                               method='none'))  # fmt: skip
+
+        run_clock_to(100)
+        frame = small_image('first_run')
+        frame.header.stamp = Time(sec=100)
+        camera.publish(frame)
+        first = ask_newest('first')
+        run_clock_to(50)  # the bag starts again
+        again = ask_newest('again')
+    assert first.status == Answer.OK and first.header.frame_id == 'first_run'
+    assert again.status == Answer.NO_IMAGE, again  # not the frame stamped 50 s ahead

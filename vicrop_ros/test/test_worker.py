@@ -257,7 +257,7 @@ def test_the_worker_waits_for_the_frame_a_question_is_stamped_at(served, monkeyp
     request = Ask.Request(id='ahead', question='q?', camera='head')
     request.stamp.sec = int(bench.clock.now_s) + 1  # the next frame, not here yet
     job = intake.submit(intake.job_from_request(request))
-    assert intake.queue.take(0.0) is job and job.frame is None
+    assert intake.queue.take(0.0) is job and not job.frame_request.decided
     worker = threading.Thread(target=served.worker.serve, args=(job,))
     worker.start()
     bench.add_frame('head', rgb_image(random_image(64, 48, seed=6), 'after'),

@@ -11,6 +11,9 @@ executor of its own). Each subscription is raw: the callback stores the serializ
 camera's :class:`~.frames.FrameBuffer` and nothing is deserialized or decoded until a question
 needs the frame.
 
+Frames are kept per timeline: when the node clock jumps back (a bag replayed again under
+``use_sim_time``) the kept frames are dropped, as their stamps belong to the old timeline.
+
 Reliability ``auto`` follows the publishers on the topic (RELIABLE when every one is reliable,
 else BEST_EFFORT) and is re-checked by :meth:`CameraNode.follow_publishers` (the node calls it
 once a second), as ``ros2 bag record`` matches what it records. Lost frames and incompatible
@@ -24,13 +27,15 @@ import threading
 import time
 
 import rclpy
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from .frames import Frame, FrameBuffer, FrameChoiceError
+from .frames import Frame, FrameBuffer, FrameChoiceError, FrameRequest
 from .qos import camera_qos, camera_reliability, policy_name
 
 TRANSPORTS: dict[str, type] = {'raw': Image, 'compressed': CompressedImage}
@@ -183,36 +188,37 @@ class Cameras:
         """Return the camera called ``name``, or None."""
         return self._cameras.get(name)
 
-    def choose(self, name: str, stamp_ns: int, max_age_ns: int, wait_s: float) -> Frame | None:
-        """
-        Return the frame of camera ``name`` a question stamped ``stamp_ns`` (0: newest) is about.
-
-        The frame may still be on its way: for a question stamped after every kept frame, or
-        asking for the newest frame when none is kept or the newest is older than
-        ``max_age_ns`` (a lagging camera). Then with ``wait_s`` 0 the choice is left for later
-        (None), else it waits up to ``wait_s`` for such a frame and chooses from what it has.
-        Raises FrameChoiceError (NO_IMAGE, STALE_IMAGE, or NOT_READY for a camera that is not
-        subscribed).
-        """
+    def _buffer(self, name: str) -> FrameBuffer:
+        """Return camera ``name``'s buffer; raise FrameChoiceError (NOT_READY) if there is none."""
         camera = self._cameras.get(name)
         if camera is None:
             raise FrameChoiceError('NOT_READY', f'the {name} camera is not subscribed')
-        buffer = camera.buffer
+        return camera.buffer
 
-        def arrived() -> bool:
-            newest = buffer.newest_stamp_ns()
-            if newest is None:
-                return False
-            if stamp_ns:
-                return newest >= stamp_ns
-            return self._now_ns() - newest <= max_age_ns
+    def request(self, name: str, stamp_ns: int, max_age_ns: int) -> FrameRequest:
+        """
+        Return the request for camera ``name``'s frame at ``stamp_ns`` (0: newest), asked now.
 
+        What has arrived is taken first. The request is decided now when its frame is here;
+        else (a question stamped after every kept frame, or asking for the newest when none is
+        kept or the newest is older than ``max_age_ns``) the moment that frame is taken, or by
+        :meth:`await_frame`. Raises FrameChoiceError (NOT_READY) for a camera not subscribed.
+        """
+        buffer = self._buffer(name)
         self.drain(0.0, None)
-        if not arrived():
-            if wait_s <= 0.0:
-                return None
-            self.drain(wait_s, arrived)
-        return buffer.choose(stamp_ns, self._now_ns(), max_age_ns)
+        return buffer.request(stamp_ns, self._now_ns(), max_age_ns)
+
+    def await_frame(self, name: str, request: FrameRequest, wait_s: float) -> Frame:
+        """
+        Return the frame of ``request`` (camera ``name``), waiting up to ``wait_s`` for it.
+
+        A frame that has not come by then is chosen from the frames kept. Raises
+        FrameChoiceError (NO_IMAGE, STALE_IMAGE).
+        """
+        if not request.decided:
+            self.drain(wait_s, lambda: request.decided)
+            self._buffer(name).settle(request, self._now_ns())
+        return request.result()
 
 
 class CameraNode:
@@ -244,9 +250,25 @@ class CameraNode:
         self._executor = SingleThreadedExecutor(context=parent.context)
         self._executor.add_node(self.node)
         self.cameras = Cameras(cameras, now_ns, self.drain)
+        # A clock that jumps back (a replayed bag started again, sim time switched on) starts a
+        # new timeline: frames of the old one would be chosen for stamps of the new one.
+        self._logger = parent.get_logger()
+        self._time_jumps = parent.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1)),
+            post_callback=self._on_time_jump,
+        )
         self._closing = threading.Event()
         self._drainer = threading.Thread(target=self._drain_periodically, name=name, daemon=True)
         self._drainer.start()
+
+    def _on_time_jump(self, jump) -> None:
+        """Drop the kept frames when the node clock jumped back or changed source."""
+        dropped = sum(camera.buffer.clear() for camera in self.cameras)
+        if dropped:
+            self._logger.info(
+                f'the clock jumped by {jump.delta.nanoseconds / 1e9:.3f} s: {dropped} kept '
+                'frames of the old timeline dropped'
+            )
 
     def _drain_periodically(self) -> None:
         """Take waiting frames every DRAIN_PERIOD_S, whatever else the process is doing."""
@@ -283,6 +305,7 @@ class CameraNode:
         """Unsubscribe and destroy the companion node."""
         self._closing.set()
         self._drainer.join(timeout=10)
+        self._time_jumps.unregister()
         with self._lock:
             self._executor.shutdown()
             for camera in self.cameras:

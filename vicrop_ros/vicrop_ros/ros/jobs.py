@@ -10,7 +10,7 @@ from sensor_msgs.msg import Image
 
 from vicrop_interfaces.msg import Answer
 
-from .frames import Frame
+from .frames import FrameRequest
 
 # Answer status value -> name ('OK', 'BUSY', ...), from the message's constants.
 STATUS_NAMES: dict[int, str] = {
@@ -37,7 +37,7 @@ class Job:
     stamp_ns: int  # the frame at this time; 0 = newest
     timeout_s: float  # seconds from arrival to TIMEOUT
     image: Image | None = None  # an image sent with the request instead of a camera frame
-    frame: Frame | None = None  # the camera frame chosen on arrival (undecoded)
+    frame_request: FrameRequest | None = None  # its camera frame, chosen or to be (undecoded)
     on_stage: Callable[[str], None] | None = None  # progress: 'queued', 'saliency', ...
     arrival: float = field(default_factory=time.monotonic)  # time.monotonic() seconds
     started: float | None = None  # when the worker took it (monotonic seconds)

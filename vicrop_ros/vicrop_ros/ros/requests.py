@@ -3,7 +3,7 @@ Where every question enters and its one Answer leaves: checks, refusals, the que
 
 Questions come from the topic, the service and the action as :class:`~.jobs.Job`s.
 :meth:`Intake.submit` checks a job (readiness, text, camera, method, stamp), chooses its frame
-when it can be chosen on arrival, registers its id and queues it, or refuses it at once
+(or leaves it to be decided when it arrives), registers its id and queues it, or refuses it at once
 (NOT_READY, BAD_REQUEST, BUSY, NO_IMAGE, STALE_IMAGE). :meth:`Intake.finish` decides a job exactly
 once and publishes its Answer. No node here: the clock, the publisher and the cameras are given,
 so the whole path is testable without DDS.
@@ -19,7 +19,7 @@ from vicrop_interfaces.msg import Answer
 
 from .answers import Refusal, refusal_answer
 from .cameras import Cameras
-from .frames import FrameChoiceError
+from .frames import Frame, FrameChoiceError, FrameRequest
 from .jobs import STATUS_NAMES, Job, JobQueue
 from .params import CAMERAS, METHODS, Settings
 
@@ -137,7 +137,7 @@ class Intake:
             check_request(job, settings, self._now_ns())
             if job.image is None:
                 job.camera = job.camera or settings.default_camera
-                job.frame = self.choose_frame(job, settings, wait_s=0.0)
+                job.frame_request = self.request_frame(job, settings)
             with self._lock:
                 if job.id in self._in_flight:
                     raise Refusal(
@@ -155,15 +155,27 @@ class Intake:
         job.report('queued')
         return job
 
-    def choose_frame(self, job: Job, settings: Settings, wait_s: float):
-        """Return the job's camera frame (None: decided later, see Cameras.choose) or refuse."""
+    def request_frame(self, job: Job, settings: Settings) -> FrameRequest:
+        """Return the request for the job's camera frame, or refuse when it is decided no frame."""
         cameras = self._cameras()
         if cameras is None:
             raise Refusal(Answer.NOT_READY, 'the cameras are not subscribed')
+        max_age_ns = int(settings.max_image_age * 1e9)
         try:
-            return cameras.choose(
-                job.camera, job.stamp_ns, int(settings.max_image_age * 1e9), wait_s
-            )
+            request = cameras.request(job.camera, job.stamp_ns, max_age_ns)
+            if request.decided:
+                request.result()  # a refusal now, without queueing
+            return request
+        except FrameChoiceError as error:
+            raise Refusal(getattr(Answer, error.status), str(error)) from None
+
+    def await_frame(self, job: Job, settings: Settings) -> Frame:
+        """Return the job's camera frame, waiting up to ``frame_wait`` for it, or refuse."""
+        cameras = self._cameras()
+        if cameras is None:
+            raise Refusal(Answer.NOT_READY, 'the cameras were unsubscribed before it ran')
+        try:
+            return cameras.await_frame(job.camera, job.frame_request, settings.frame_wait)
         except FrameChoiceError as error:
             raise Refusal(getattr(Answer, error.status), str(error)) from None
 
@@ -179,6 +191,8 @@ class Intake:
         with self._lock:
             if self._in_flight.get(job.id) is job:
                 del self._in_flight[job.id]
+        if job.frame_request is not None:
+            job.frame_request.withdraw()  # a camera need not wait for it any more
         if not job.finish(answer):
             return False
         self._publish(answer)

@@ -1,8 +1,8 @@
 """
 The inference worker: queued jobs -> the engine -> one Answer each, plus crop box and saliency.
 
-One thread serves the queue (the model runs one question at a time). For each job it chooses the
-frame if that was left for later, decodes it, runs the engine with the job's stop check (so a
+One thread serves the queue (the model runs one question at a time). For each job it waits for
+the frame if that has not come yet, decodes it, runs the engine with the job's stop check (so a
 canceled or timed-out question stops at the next stage or decoded token), and hands the Answer
 to :meth:`Intake.finish`. No node here: the engine, the settings and the output publishers are
 given; :meth:`Worker.serve` answers one job on the calling thread (tests).
@@ -19,6 +19,7 @@ from vicrop_interfaces.msg import Answer
 
 from ..core import Canceled
 from .answers import Refusal, blank_answer, crop_box_message, result_answer
+from .frames import Frame
 from .images import BadImageError, bgr_image_message, decode_rgb
 from .jobs import Job
 from .params import Settings
@@ -110,9 +111,8 @@ class Worker:
         engine = self._engine()
         if engine is None:
             raise Refusal(Answer.NOT_READY, 'the model was unloaded before this question ran')
-        if job.image is None and job.frame is None:
-            job.frame = self._intake.choose_frame(job, settings, settings.frame_wait)
-        header, rgb = decode(job, settings.max_image_pixels)
+        frame = None if job.image is not None else self._intake.await_frame(job, settings)
+        header, rgb = decode(job, frame, settings.max_image_pixels)
         answer.header, answer.camera = header, job.source
         answer.image_width, answer.image_height = int(rgb.shape[1]), int(rgb.shape[0])
         answer.method = job.method or settings.method
@@ -141,12 +141,10 @@ class Worker:
         return f'model failed: {type(error).__name__}: {error}'
 
 
-def decode(job: Job, max_pixels: int):
-    """Return (header, HWC uint8 RGB) of the job's image, or raise Refusal (BAD_IMAGE)."""
-    if job.image is not None:
-        message = job.image
-    else:
-        message = deserialize_message(job.frame.data, job.frame.message_type)
+def decode(job: Job, frame: Frame | None, max_pixels: int):
+    """Return (header, HWC uint8 RGB) of ``frame`` or else the job's image, or raise Refusal."""
+    # A camera frame is deserialized only now, when a question uses it.
+    message = job.image if frame is None else deserialize_message(frame.data, frame.message_type)
     try:
         rgb = decode_rgb(message, max_pixels)
     except BadImageError as error:
