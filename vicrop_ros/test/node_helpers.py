@@ -153,10 +153,26 @@ class VicropClient:
         raise AssertionError('the vicrop node never became active')
 
     def wait_for_matches(self, timeout_s: float = 60.0) -> None:
-        """Wait until the node subscribes to the questions and both cameras, and publishes."""
+        """
+        Wait until the node subscribes to the questions and both cameras, and publishes.
+
+        The camera subscriptions must be reliable, as reliability 'auto' makes them within a
+        second of this client's (reliable) publishers appearing: a large frame sent to the
+        best-effort subscription before that may be lost.
+        """
         publishers = (self.questions, self.head, self.wrist)
-        wait_until(lambda: all(p.get_subscription_count() for p in publishers), timeout_s,
-                   'the node to subscribe')  # fmt: skip
+
+        def reliable(topic: str) -> bool:
+            infos = self.node.get_subscriptions_info_by_topic(topic)
+            return bool(infos) and all(i.qos_profile.reliability == RELIABLE.reliability
+                                       for i in infos)  # fmt: skip
+
+        def subscribed() -> bool:
+            return all(p.get_subscription_count() for p in publishers) and all(
+                reliable(p.topic_name) for p in (self.head, self.wrist)
+            )
+
+        wait_until(subscribed, timeout_s, 'the node to subscribe')
         wait_until(lambda: self.node.count_publishers(f'{self.prefix}/saliency') > 0, timeout_s,
                    'the saliency publisher')  # fmt: skip
 

@@ -4,21 +4,20 @@ The camera subscriptions, through public rclpy APIs only, on a companion node of
 :class:`CameraNode` is ``<node>_cameras`` in the node's namespace; it takes the process's global
 arguments (so remaps such as ``-r /head_camera/image_raw:=/robot/cam``, a launch file's
 ``remappings``, ``__ns`` and ``use_sim_time`` reach it; ``ros2 node info /vicrop_cameras`` lists
-its subscriptions). Its executor runs only when frames are needed (:meth:`CameraNode.drain`):
-frames wait in DDS until then, so streams nobody asks about cost no Python work (measured: taking
-every frame of two 30 Hz streams as it came cost 27% of a core in the node's executor, 13% in an
-executor of its own). Each subscription is raw: the callback stores the serialized bytes in the
-camera's :class:`~.frames.FrameBuffer` and nothing is deserialized or decoded until a question
-needs the frame.
+its subscriptions). Its executor runs on a thread of its own, which takes the frames waiting in
+DDS in batches (every 0.2 s, at once on a question, frame by frame only while a question waits
+for a frame): taking every frame of two 30 Hz streams as it came cost 27% of a core in the
+node's executor, 13% in an executor of its own. Each subscription is raw: the callback stores
+the serialized bytes in the camera's :class:`~.frames.FrameBuffer` and nothing is deserialized
+or decoded until a question needs the frame.
 
 Frames are kept per timeline: when the node clock jumps back (a bag replayed again under
 ``use_sim_time``) the kept frames are dropped, as their stamps belong to the old timeline.
 
 Reliability ``auto`` follows the publishers on the topic (RELIABLE when every one is reliable,
-else BEST_EFFORT) and is re-checked by :meth:`CameraNode.follow_publishers` (the node calls it
-once a second), as ``ros2 bag record`` matches what it records. Lost frames and incompatible
-QoS are counted from the subscription's QoS events, logged once, and reported in
-``/diagnostics``.
+else BEST_EFFORT) and is re-checked once a second by the companion's thread, as ``ros2 bag
+record`` matches what it records. Lost frames and incompatible QoS are counted from the
+subscription's QoS events, logged once, and reported in ``/diagnostics``.
 """
 
 from collections.abc import Callable
@@ -43,6 +42,8 @@ TRANSPORTS: dict[str, type] = {'raw': Image, 'compressed': CompressedImage}
 # frames nobody took lags behind: with 30 frames kept at 30 Hz and drains only on demand, the
 # newest frame of a loaded node was a constant ~1.0 s old (STALE_IMAGE in the load test).
 DRAIN_PERIOD_S = 0.2
+WAIT_SLICE_S = 0.05  # while somebody waits for a frame, the longest wait between passes
+FOLLOW_PERIOD_S = 1.0  # how often reliability 'auto' looks at the publishers again
 
 
 @dataclass(frozen=True)
@@ -223,12 +224,15 @@ class Cameras:
 
 class CameraNode:
     """
-    The companion node ``<node>_cameras`` with every camera; its executor runs only on demand.
+    The companion node ``<node>_cameras`` with every camera, spun by one thread of its own.
 
-    Frames wait in each subscription's DDS history (KEEP_LAST ``buffer_length``) until somebody
-    needs them: :meth:`drain` (a question, the periodic diagnostics) spins the companion's own
-    executor until everything received has been taken, so a stream nobody asks about costs no
-    Python work. Lost-frame and QoS events are counted when drained too.
+    Frames wait in each subscription's DDS history (KEEP_LAST ``buffer_length``) between
+    *passes*: a pass takes everything received so far. The companion's thread makes a pass every
+    DRAIN_PERIOD_S, at once when somebody calls :meth:`drain`, and frame by frame while somebody
+    waits for a frame; it also re-checks the cameras' reliability every FOLLOW_PERIOD_S. Only
+    that thread touches the companion's executor and subscriptions, so no caller ever holds
+    another (a worker waiting for a frame does not delay a question's intake or the node's
+    timers).
     """
 
     def __init__(self, parent: Node, configs: list[CameraConfig]):
@@ -239,27 +243,94 @@ class CameraNode:
             cli_args=['--ros-args', '-r', f'__node:={name}'], start_parameter_services=False,
         )  # fmt: skip
         now_ns = lambda: parent.get_clock().now().nanoseconds  # noqa: E731
+        self._logger = parent.get_logger()
         cameras = {}
         try:
             for config in configs:
-                cameras[config.name] = Camera(self.node, config, now_ns, parent.get_logger())
+                cameras[config.name] = Camera(self.node, config, now_ns, self._logger)
         except Exception:
             self.node.destroy_node()
             raise
-        self._lock = threading.RLock()  # one thread spins the companion at a time
         self._executor = SingleThreadedExecutor(context=parent.context)
         self._executor.add_node(self.node)
         self.cameras = Cameras(cameras, now_ns, self.drain)
         # A clock that jumps back (a replayed bag started again, sim time switched on) starts a
         # new timeline: frames of the old one would be chosen for stamps of the new one.
-        self._logger = parent.get_logger()
         self._time_jumps = parent.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1)),
             post_callback=self._on_time_jump,
         )
+        self._passes = threading.Condition()
+        self._started = self._finished = 0  # passes begun, passes ended (under _passes)
+        self._waiting = 0  # callers waiting for a frame with until (under _passes)
+        self._wake = threading.Event()
         self._closing = threading.Event()
-        self._drainer = threading.Thread(target=self._drain_periodically, name=name, daemon=True)
-        self._drainer.start()
+        self._spinner = threading.Thread(target=self._spin, name=name, daemon=True)
+        self._spinner.start()
+
+    def drain(self, wait_s: float = 0.0, until: Callable[[], bool] | None = None) -> None:
+        """
+        Return once every frame received before this call is in the buffers.
+
+        With ``until``, go on waiting (up to ``wait_s`` seconds) for frames until ``until()``.
+        """
+        deadline = time.monotonic() + wait_s
+        waits = until is not None
+        with self._passes:
+            wanted = self._started + 1  # a pass that begins after this call
+            self._waiting += waits
+            self._wake.set()
+            try:
+                while not self._closing.is_set():
+                    remaining = 1.0  # a pass is short; closing is re-checked meanwhile
+                    if self._finished >= wanted:
+                        remaining = deadline - time.monotonic()
+                        if not waits or until() or remaining <= 0.0:
+                            return
+                    self._passes.wait(timeout=remaining)
+            finally:
+                self._waiting -= waits
+
+    def _spin(self) -> None:
+        """Run the companion's thread: passes, frame-by-frame waits, reliability checks."""
+        next_follow = time.monotonic() + FOLLOW_PERIOD_S
+        while not self._closing.is_set():
+            if not self._waiting:
+                self._wake.wait(timeout=DRAIN_PERIOD_S)
+            self._wake.clear()
+            if self._closing.is_set():
+                return
+            self._pass()
+            if self._waiting:  # somebody waits for a frame: take frames as they come
+                self._executor.spin_once(timeout_sec=WAIT_SLICE_S)
+            if time.monotonic() >= next_follow:
+                next_follow = time.monotonic() + FOLLOW_PERIOD_S
+                self._follow_publishers()
+
+    def _pass(self) -> None:
+        """Take every received frame and event, then tell the waiting callers."""
+        with self._passes:
+            self._started += 1
+            number = self._started
+        while True:
+            before = self._callbacks()
+            self._executor.spin_once(timeout_sec=0.0)
+            if self._callbacks() == before:
+                break
+        with self._passes:
+            self._finished = number
+            self._passes.notify_all()
+
+    def _callbacks(self) -> int:
+        """Return how many frame and event callbacks have run so far."""
+        return sum(camera.callbacks for camera in self.cameras)
+
+    def _follow_publishers(self) -> None:
+        """Re-check every camera's reliability; take a camera's frames before resubscribing."""
+        for camera in self.cameras:
+            if camera.wanted_reliability() != camera.reliability:
+                self._pass()  # what the old subscription holds
+                camera.follow_publishers()
 
     def _on_time_jump(self, jump) -> None:
         """Drop the kept frames when the node clock jumped back or changed source."""
@@ -270,44 +341,15 @@ class CameraNode:
                 'frames of the old timeline dropped'
             )
 
-    def _drain_periodically(self) -> None:
-        """Take waiting frames every DRAIN_PERIOD_S, whatever else the process is doing."""
-        while not self._closing.wait(DRAIN_PERIOD_S):
-            self.drain()
-
-    def _callbacks(self) -> int:
-        """Return how many frame and event callbacks have run so far."""
-        return sum(camera.callbacks for camera in self.cameras)
-
-    def drain(self, wait_s: float = 0.0, until: Callable[[], bool] | None = None) -> None:
-        """Take every received frame and event; with ``until``, wait up to ``wait_s`` for it."""
-        deadline = time.monotonic() + wait_s
-        with self._lock:
-            while True:
-                before = self._callbacks()
-                self._executor.spin_once(timeout_sec=0.0)
-                if self._callbacks() != before:
-                    continue
-                remaining = deadline - time.monotonic()
-                if until is None or until() or remaining <= 0.0:
-                    return
-                self._executor.spin_once(timeout_sec=remaining)  # returns when something came
-
-    def follow_publishers(self) -> None:
-        """Re-check every camera's reliability; drain a camera's frames before resubscribing."""
-        with self._lock:
-            for camera in self.cameras:
-                if camera.wanted_reliability() != camera.reliability:
-                    self.drain()  # what the old subscription holds
-                    camera.follow_publishers()
-
     def close(self) -> None:
-        """Unsubscribe and destroy the companion node."""
+        """Stop the companion's thread, unsubscribe and destroy the companion node."""
         self._closing.set()
-        self._drainer.join(timeout=10)
+        self._wake.set()
+        with self._passes:
+            self._passes.notify_all()
+        self._spinner.join(timeout=10)
         self._time_jumps.unregister()
-        with self._lock:
-            self._executor.shutdown()
-            for camera in self.cameras:
-                camera.close()
-            self.node.destroy_node()
+        self._executor.shutdown()
+        for camera in self.cameras:
+            camera.close()
+        self.node.destroy_node()

@@ -112,7 +112,6 @@ class VicropNode(LifecycleNode):
         )  # fmt: skip
         self.create_timer(0.2, self.intake.expire_overdue, callback_group=housekeeping)
         self.create_timer(1.0, self._publish_diagnostics, callback_group=housekeeping)
-        self.create_timer(1.0, self._follow_publishers, callback_group=housekeeping)
         self.worker.start()
 
     # ----- lifecycle ---------------------------------------------------------------------------
@@ -292,12 +291,6 @@ class VicropNode(LifecycleNode):
                 self._waiting -= 1
 
     # ----- periodic ----------------------------------------------------------------------------
-
-    def _follow_publishers(self) -> None:
-        """Timer: cameras with reliability 'auto' follow their publishers."""
-        camera_node = self._camera_node
-        if camera_node is not None:
-            camera_node.follow_publishers()
 
     def _publish_diagnostics(self) -> None:
         """Publish the node's health on /diagnostics (1 Hz)."""
