@@ -76,8 +76,9 @@ def test_gpu_bench_runs_on_the_cpu_with_a_tiny_model():
 
 
 @pytest.mark.dds
-def test_idle_cpu_script_reports_the_node_cpu():
-    figures = run_json(['vicrop-idle-cpu', '--seconds', '2', '--head', '640x360', '--json'])
+def test_idle_cpu_script_reports_the_node_cpu(tiny_model_dir):
+    figures = run_json(['vicrop-idle-cpu', '--seconds', '2', '--head', '640x360', '--json',
+                        '--model', str(tiny_model_dir('llava'))])  # fmt: skip
     assert figures['node_cpu_pct_of_one_core'] >= 0 and figures['window_s'] >= 2
 
 

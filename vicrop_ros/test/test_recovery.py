@@ -18,10 +18,11 @@ pytestmark = [pytest.mark.dds, pytest.mark.slow, pytest.mark.timeout(300)]
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def test_load_every_question_gets_exactly_one_ok_or_busy():
+def test_load_every_question_gets_exactly_one_ok_or_busy(tiny_model_dir):
     """A shortened run of the load test script (the full run: vicrop-load-test, 200 questions)."""
     result = subprocess.run(
-        ['vicrop-load-test', '--questions', '60', '--rate', '20', '--max-pending', '2', '--json'],
+        ['vicrop-load-test', '--questions', '60', '--rate', '20', '--max-pending', '2', '--json',
+         '--model', str(tiny_model_dir('llava'))],
         capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
