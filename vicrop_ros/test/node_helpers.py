@@ -1,6 +1,7 @@
 """A test client for the vicrop node over real DDS, and a way to start the node as a process."""
 
 from collections import defaultdict
+from collections.abc import Callable
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import rclpy
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import CompressedImage, Image
 
 from vicrop_interfaces.action import AskQuestion
@@ -120,6 +122,23 @@ class VicropClient:
     def _on_crop(self, msg: CropBox) -> None:
         with self._lock:
             self.crop_boxes[msg.id].append(msg)
+
+    def on_spinner(self, send: Callable[[], Future]) -> Future:
+        """
+        Return a future of the result of ``send()``, which runs on the client's spinning thread.
+
+        rclpy's ActionClient (Jazzy) registers a goal, cancel or result request only after
+        sending it, without a lock: sent from another thread, a fast response can be taken
+        first and dropped ("Ignoring unexpected goal response"). From the spinning thread the
+        response is handled after the registration.
+        """
+        outer = Future()
+
+        def run() -> None:
+            send().add_done_callback(lambda inner: outer.set_result(inner.result()))
+
+        self.executor.create_task(run)
+        return outer
 
     def close(self) -> None:
         """Stop spinning and destroy the client node."""

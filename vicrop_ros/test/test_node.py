@@ -22,6 +22,7 @@ NODE_PARAMS = (  # camera QoS as by default (reliability auto)
     'wrist.transport:=compressed',
     'max_image_age:=5.0',
     'frame_wait:=60.0',  # a question stamped at a frame waits for it, however slow the machine
+    'max_pending:=16',  # ten questions wait for their frames at once
     'max_new_tokens:=4',
 )
 
@@ -151,12 +152,11 @@ def test_ask_service_with_and_without_its_own_image(client):
 def run_goal(client, goal, stages: int):
     """Send ``goal``; return its result and feedback once ``stages`` feedbacks arrived."""
     feedback = []
-    sent = client.action_client.send_goal_async(
-        goal, feedback_callback=lambda m: feedback.append(m.feedback)
-    )
+    sent = client.on_spinner(lambda: client.action_client.send_goal_async(
+        goal, feedback_callback=lambda m: feedback.append(m.feedback)))  # fmt: skip
     handle = result_of(sent)
     assert handle.accepted
-    result = result_of(handle.get_result_async())
+    result = result_of(client.on_spinner(handle.get_result_async))
     wait_until(lambda: len(feedback) >= stages, what='the feedback')  # travels beside the result
     return result, feedback
 
@@ -181,18 +181,23 @@ def test_action_reports_each_stage(client):
 
 def test_large_frames_from_a_reliable_camera_arrive_and_stamps_get_their_frame(client):
     """921 KB rgb8 frames at 10 Hz for 5 s, another process, default QoS: auto is reliable."""
-    client.call_ask(Ask.Request(question='q?', camera='head', method='none'))  # counts current
     before = client.diagnostic_values('head camera', client.node.get_clock().now().nanoseconds)
-    start_ns = client.node.get_clock().now().nanoseconds + 2_000_000_000  # later than any frame
+    # Stamps later than any frame so far; the last question (4.6 s on) within max_image_age.
+    start_ns = client.node.get_clock().now().nanoseconds + 300_000_000
+    indices = range(1, 50, 5)
+    requests = [Ask.Request(id=f'frame-q-{index}', question='What is it?', method='none',
+                            stamp=Time(nanoseconds=start_ns + index * 100_000_000).to_msg())
+                for index in indices]  # fmt: skip
+    # Asked before the stream starts: each is decided when its frame arrives, however slowly
+    # the model answers meanwhile.
+    calls = [client.ask_client.call_async(request) for request in requests]
     publisher = subprocess.Popen(
         [sys.executable, str(Path(__file__).with_name('frame_publisher.py')),
          '/head_camera/image_raw', '50', '10', 'reliable', str(start_ns), '640x480'],
     )  # fmt: skip
     try:
-        for index in range(4, 50, 5):  # asked while the camera streams: each waits for its frame
-            request = Ask.Request(id=f'frame-q-{index}', question='What is it?', method='none')
-            request.stamp = Time(nanoseconds=start_ns + index * 100_000_000).to_msg()
-            answer = client.call_ask(request)
+        for index, request, call in zip(indices, requests, calls, strict=True):
+            answer = result_of(call, timeout_s=120).answer
             assert answer.status == Answer.OK, answer.error
             assert answer.header.frame_id == f'frame-{index}'
             assert answer.header.stamp == request.stamp

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import rclpy
 from rclpy.context import Context
+from rclpy.duration import Duration
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -207,7 +208,7 @@ def test_a_hundred_waiting_service_calls_hold_no_thread_and_each_get_one_answer(
 
 
 def send_goal(client, goal):
-    handle = result_of(client.action_client.send_goal_async(goal))
+    handle = result_of(client.on_spinner(lambda: client.action_client.send_goal_async(goal)))
     assert handle.accepted
     return handle
 
@@ -225,13 +226,13 @@ def test_cancel_of_a_running_goal_ends_it_canceled_and_a_queued_one_at_once(ros_
         queued = send_goal(client, AskQuestion.Goal(id='queued', question='q?',
                                                     image=small_image()))  # fmt: skip
         wait_until(lambda: len(node.intake.queue) == 1, what='the second goal to queue')
-        result_of(queued.cancel_goal_async())
-        result = result_of(queued.get_result_async())
+        result_of(client.on_spinner(queued.cancel_goal_async))
+        result = result_of(client.on_spinner(queued.get_result_async))
         assert result.status == GoalStatus.STATUS_CANCELED
         assert result.result.answer.error == 'canceled by the caller while queued'
         assert node.engine.started.is_set()  # the running goal still runs
-        result_of(running.cancel_goal_async())
-        result = result_of(running.get_result_async())
+        result_of(client.on_spinner(running.cancel_goal_async))
+        result = result_of(client.on_spinner(running.get_result_async))
         assert result.status == GoalStatus.STATUS_CANCELED
         answer = result.result.answer
         assert answer.status == Answer.CANCELED and 'canceled by the caller' in answer.error
@@ -341,3 +342,25 @@ def test_frames_of_an_old_timeline_are_dropped_when_sim_time_jumps_back(ros_cont
         again = ask_newest('again')
     assert first.status == Answer.OK and first.header.frame_id == 'first_run'
     assert again.status == Answer.NO_IMAGE, again  # not the frame stamped 50 s ahead
+
+
+def test_one_drain_takes_every_frame_waiting_in_dds(ros_context):
+    """Frames acknowledged by the camera subscription are all in the buffer after one drain."""
+    topic, count = '/burst_camera/image', 20
+    with serving(ros_context, 'vicrop_drain', head__topic=topic) as node, client_of(
+        ros_context, 'vicrop_drain'
+    ) as client:  # fmt: skip
+        client.wait_until_ready()
+        camera = client.node.create_publisher(
+            Image, topic, QoSProfile(depth=count, reliability=RELIABLE)
+        )
+        buffer = node.camera_node.cameras.get('head').buffer
+        wait_until(lambda: reliability_of_subscription(client, topic) == RELIABLE,
+                   what='a reliable subscription')  # fmt: skip
+        for index in range(count):
+            frame = small_image(f'burst-{index}')
+            frame.header.stamp = client.now()
+            camera.publish(frame)
+        assert camera.wait_for_all_acked(Duration(seconds=60))  # all in the node's DDS history
+        node.camera_node.drain()
+        assert buffer.received == count

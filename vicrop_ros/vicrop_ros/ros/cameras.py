@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 import threading
 import time
+import traceback
 
 import rclpy
 from rclpy.clock import JumpThreshold
@@ -292,7 +293,19 @@ class CameraNode:
                 self._waiting -= waits
 
     def _spin(self) -> None:
-        """Run the companion's thread: passes, frame-by-frame waits, reliability checks."""
+        """Run the companion's thread until closed (or its context shuts down)."""
+        try:
+            self._serve()
+        except Exception:  # noqa: BLE001 (a context shut down under it, e.g. by a signal)
+            if not self._closing.is_set() and self.node.context.ok():
+                self._logger.error(f'the camera thread failed:\n{traceback.format_exc()}')
+        finally:
+            self._closing.set()  # callers of drain stop waiting
+            with self._passes:
+                self._passes.notify_all()
+
+    def _serve(self) -> None:
+        """Make passes, take frames one by one while somebody waits, re-check reliability."""
         next_follow = time.monotonic() + FOLLOW_PERIOD_S
         while not self._closing.is_set():
             if not self._waiting:
@@ -312,11 +325,14 @@ class CameraNode:
         with self._passes:
             self._started += 1
             number = self._started
-        while True:
+        # rclpy's spin_once(timeout_sec=0) runs one callback, and the call after it returns
+        # without work (its wait generator ends in a timeout): so only two idle calls in a row
+        # mean that nothing is left. Stopping at the first idle call took one frame per pass.
+        idle = 0
+        while idle < 2:
             before = self._callbacks()
             self._executor.spin_once(timeout_sec=0.0)
-            if self._callbacks() == before:
-                break
+            idle = idle + 1 if self._callbacks() == before else 0
         with self._passes:
             self._finished = number
             self._passes.notify_all()
