@@ -16,11 +16,11 @@ def stamp(seconds: float) -> Time:
 
 
 def ask(bench: Bench, job_id='q', question='What is it?', camera='', method='', at=0.0,
-        timeout=0.0, image=None):  # fmt: skip
+        timeout=0.0, image=None, raw_stamp=None):  # fmt: skip
     request = Ask.Request(
         id=job_id, question=question, camera=camera, method=method, timeout=timeout
     )
-    request.stamp = stamp(at) if at else Time()
+    request.stamp = raw_stamp or (stamp(at) if at else Time())
     if image is not None:
         request.image = image
     return bench.intake.submit(bench.intake.job_from_request(request))
@@ -37,6 +37,17 @@ def bench() -> Bench:
     ('fields', 'reason'),
     [
         (dict(question='   '), 'the question is empty'),
+        (dict(question='\u200b\u200b'), 'the question is empty (nothing visible in it)'),
+        (dict(question='\ufeff \u2060\n'), 'the question is empty (nothing visible in it)'),
+        (dict(timeout=float('inf')), 'the timeout inf must be 0 (the node default) or a positive'),
+        (dict(timeout=float('nan')), 'the timeout nan must be 0'),
+        (dict(timeout=-1.0), 'the timeout -1.0 must be 0'),
+        (dict(timeout=1e10), 'the timeout 1e+10 s is over the limit of 3600 s'),
+        (
+            dict(raw_stamp=Time(sec=5, nanosec=4_000_000_000)),
+            'the stamp has nanosec 4000000000, which must be below 1000000000',
+        ),
+        (dict(raw_stamp=Time(sec=-5)), 'the stamp has a negative sec (-5)'),
         (dict(question='why ' * 600), 'the question is too long (2400 > 2000 characters'),
         (dict(camera='tail'), "unknown camera 'tail'; use head, wrist or '' for the default"),
         (dict(method='sharpest'), "unknown method 'sharpest'"),
@@ -49,6 +60,14 @@ def test_bad_requests_are_refused_at_once_with_a_reason(bench, fields, reason):
     assert job.done and answer is job.answer
     assert answer.status == Answer.BAD_REQUEST and reason in answer.error
     assert len(bench.intake.queue) == 0 and bench.intake.in_flight == 0
+
+
+def test_made_up_ids_are_unique_and_unlike_a_callers_counter(bench):
+    jobs = [ask(bench, job_id='') for _ in range(3)]
+    ids = [job.id for job in jobs]
+    assert len(set(ids)) == 3 and all(i.startswith('vicrop-') and len(i) == 43 for i in ids)
+    callers = ask(bench, job_id='vicrop-1')  # a caller's own counter, as the node once made
+    assert not callers.done  # queued: no made-up id takes it
 
 
 def test_not_ready_carries_the_reason_given():

@@ -19,10 +19,10 @@ RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def test_load_every_question_gets_exactly_one_ok_or_busy(tiny_model_dir):
-    """A shortened run of the load test script (the full run: vicrop-load-test, 200 questions)."""
+    """A 3-second soak of the load test script (the full one: vicrop-load-test --soak 600)."""
     result = subprocess.run(
-        ['vicrop-load-test', '--questions', '60', '--rate', '20', '--max-pending', '2', '--json',
-         '--model', str(tiny_model_dir('llava'))],
+        ['vicrop-load-test', '--soak', '3', '--report-every', '1', '--rate', '20',
+         '--max-pending', '2', '--json', '--model', str(tiny_model_dir('llava'))],
         capture_output=True, text=True, timeout=280,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -31,6 +31,8 @@ def test_load_every_question_gets_exactly_one_ok_or_busy(tiny_model_dir):
     assert set(figures['statuses']) <= {'OK', 'BUSY'} and figures['statuses'].get('OK', 0) > 0
     assert figures['statuses'].get('BUSY', 0) > 0  # 20 Hz is more than the model keeps up with
     assert figures['node_rss_end_mb'] < figures['node_rss_start_mb'] + 500
+    assert len(figures['rss_series_mb']) >= 2  # a report each second while asking
+    assert 'node RSS' in result.stderr
 
 
 def test_node_killed_and_restarted_serves_the_same_client(ros_context, tiny_model_dir):

@@ -148,7 +148,11 @@ BAD_IMAGES = [
     ('length', raw(8, 4, data=bytes(10)), 'expected step x height'),
     ('zero', raw(0, 4, step=0, data=bytes(12)), 'zero size (0x4)'),
     ('huge', raw(1500, 1500), 'over the limit of 2000000 pixels'),
-    ('step', raw(8, 4, step=5, data=bytes(20)), 'step 5 is smaller than its width 8'),
+    (
+        'step',
+        raw(8, 4, step=5, data=bytes(20)),
+        'step 5 is smaller than a row of 8 rgb8 pixels (24 bytes)',
+    ),
 ]
 
 
@@ -160,14 +164,17 @@ def test_a_bad_image_sent_with_the_request_is_bad_image(served, name, image, rea
 
 @pytest.mark.parametrize(
     ('data', 'reason'),
-    [(b'\xff\xd8\xff' + bytes(200), 'corrupt data'), (b'', 'compressed image has no data')],
+    [
+        (b'\xff\xd8\xff' + bytes(200), 'cannot read the compressed image header'),
+        (b'', 'compressed image has no data'),
+    ],
     ids=['corrupt', 'empty'],
 )
 def test_a_bad_compressed_camera_frame_is_bad_image(served, data, reason):
     served.bench.add_frame('wrist', jpeg(data), served.bench.clock.now_s)
     answer = served.ask(Ask.Request(id=f'wrist-{reason}', question='q?', camera='wrist'))
     assert answer.status == Answer.BAD_IMAGE and reason in answer.error
-    assert answer.error.startswith('wrist image:')
+    assert answer.error.startswith('the wrist camera frame: ')
 
 
 def test_a_good_compressed_camera_frame_is_decoded(served):

@@ -39,6 +39,7 @@ class Job:
     image: Image | None = None  # an image sent with the request instead of a camera frame
     frame_request: FrameRequest | None = None  # its camera frame, chosen or to be (undecoded)
     on_stage: Callable[[str], None] | None = None  # progress: 'queued', 'saliency', ...
+    problem: str = ''  # why the request is malformed (a bad stamp or timeout), else ''
     arrival: float = field(default_factory=time.monotonic)  # time.monotonic() seconds
     started: float | None = None  # when the worker took it (monotonic seconds)
     cancel_requested: bool = False  # the caller asked to cancel (action goal)

@@ -3,12 +3,14 @@
 
     vicrop-load-test [--model DIR] [--questions 200] [--rate 20] [--max-pending 2]
                      [--head 1280x720] [--wrist 640x480] [--camera-rate 30] [--json]
+                     [--soak SECONDS [--report-every 30]]
 
 Starts ``vicrop_node`` (a tiny random LLaVA unless ``--model`` is given), publishes both cameras at
 ``--camera-rate`` Hz, sends ``--questions`` Questions at ``--rate`` Hz, and reports: answered,
 busy, other statuses, questions with no answer or more than one, p50/p95 latency of OK answers,
 and the node's resident memory at the start and the end. Exit status 1 when a question did not
-get exactly one answer, or got one other than OK/BUSY.
+get exactly one answer, or got one other than OK/BUSY. ``--soak 600`` asks at ``--rate`` for
+ten minutes and prints the node's RSS and the answer counts every 30 s.
 
     vicrop-idle-cpu [--seconds 10] [--head 1280x720] [--wrist 640x480] [--camera-rate 30] [--json]
 
@@ -146,6 +148,8 @@ def run(args: argparse.Namespace) -> dict:
         sent: dict[str, float] = {}
         period = 1.0 / args.rate
         start = time.monotonic()
+        rss_series = []  # (seconds since the first question, RSS MB) every --report-every s
+        next_report = start + args.report_every
         for index in range(args.questions):
             question_id = f'load-{index}'
             camera = 'head' if index % 2 == 0 else 'wrist'
@@ -153,6 +157,9 @@ def run(args: argparse.Namespace) -> dict:
             questions.publish(
                 Question(id=question_id, question='What is on the table?', camera=camera)
             )
+            if args.soak and time.monotonic() >= next_report:
+                next_report += args.report_every
+                rss_series.append(_progress(start, process, index + 1, answers))
             time.sleep(max(0.0, start + (index + 1) * period - time.monotonic()))
         send_s = time.monotonic() - start
         deadline = time.monotonic() + args.timeout
@@ -185,7 +192,17 @@ def run(args: argparse.Namespace) -> dict:
         'node_rss_end_mb': round(rss_end / 2**20, 1),
         'node_cpu_s': round(cpu_s, 1),
         'cameras': f'{args.head} + {args.wrist} at {args.camera_rate} Hz',
+        **({'rss_series_mb': rss_series} if args.soak else {}),
     }
+
+
+def _progress(start: float, process, sent: int, answers: dict) -> tuple[float, float]:
+    """Print one soak progress line (to stderr); return (seconds, node RSS in MB)."""
+    seconds, rss_mb = time.monotonic() - start, process.memory_info().rss / 2**20
+    statuses = Counter(STATUS_NAMES[a[0][0].status] for a in list(answers.values()))
+    print(f'{seconds:6.0f} s  node RSS {rss_mb:7.1f} MB  sent {sent}  answered {len(answers)}  '
+          f'{dict(statuses)}', file=sys.stderr, flush=True)  # fmt: skip
+    return round(seconds, 1), round(rss_mb, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -202,8 +219,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--camera-rate', type=float, default=30.0, help='frames per second')
     parser.add_argument('--timeout', type=float, default=120.0, help='seconds to wait for answers')
     parser.add_argument('--wait', type=float, default=120.0, help='seconds to wait for the node')
+    parser.add_argument(
+        '--soak', type=float, default=0.0,
+        help='seconds to keep asking at --rate (replaces --questions); prints the node RSS and '
+        'the answer counts every --report-every seconds',
+    )  # fmt: skip
+    parser.add_argument('--report-every', type=float, default=30.0, help='soak report period')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     args = parser.parse_args(argv)
+    if args.soak:
+        args.questions = max(1, int(args.soak * args.rate))
     figures = run(args)
     if args.json:
         print(json.dumps(figures))

@@ -46,6 +46,7 @@ STAGES = {
     'answering': AskQuestion.Feedback.ANSWERING,
 }
 SHUTDOWN_GRACE_S = 2.0  # longest wait for waiting callers to get their last responses
+RESPONSE_TAIL_S = 0.3  # spinning after the last caller resumed, for its response to go out
 WAKE_S = 0.25  # the executor wakes at least this often (steady time), so signal handlers run
 
 
@@ -68,6 +69,7 @@ class VicropNode(LifecycleNode):
         ``cli_args``, ``namespace``).
         """
         super().__init__('vicrop', **kwargs)
+        self._guard_transitions()
         self._make_engine = make_engine or load_engine
         declare_parameters(self)
         self.settings = Settings.from_node(self)
@@ -115,6 +117,32 @@ class VicropNode(LifecycleNode):
         self.worker.start()
 
     # ----- lifecycle ---------------------------------------------------------------------------
+
+    def _guard_transitions(self) -> None:
+        """
+        Refuse, on ``~/change_state``, a transition the current state does not have.
+
+        rclpy's own handler raises for an id that is not available from the current state
+        (activate while active, an unknown id, configure after shutdown; rclpy issue 1209),
+        which would end the node; such a request now gets ``success: false`` and a warning.
+        """
+        change_state = self._service_change_state
+        take = change_state.callback
+
+        def guarded(request, response):
+            transition = request.transition
+            available = {t[0]: t[1] for t in self._state_machine.available_transitions}
+            if not transition.label and transition.id not in available:
+                state = self._state_machine.current_state[1]
+                self.get_logger().warning(
+                    f'lifecycle transition {transition.id} refused: not available from state '
+                    f"'{state}' (available: {available or 'none'})"
+                )
+                response.success = False
+                return response
+            return take(request, response)
+
+        change_state.callback = guarded
 
     def readiness(self) -> str:
         """Return '' while questions are served, else why not (the NOT_READY reason)."""
@@ -344,7 +372,11 @@ def spin_until_finished(node: VicropNode, executor) -> None:
     grace = time.monotonic() + SHUTDOWN_GRACE_S  # not the node clock: /clock may have stopped
     while node.waiting_callers and time.monotonic() < grace:
         executor.spin_once(timeout_sec=0.05)
-    executor.spin_once(timeout_sec=0.05)  # the responses of the last resumed callers
+    # The resumed callers' responses, and action results, which the action server sends from
+    # tasks of its own once a goal has ended.
+    tail = min(grace, time.monotonic() + RESPONSE_TAIL_S)
+    while time.monotonic() < tail:
+        executor.spin_once(timeout_sec=0.05)
 
 
 def main(args=None) -> None:

@@ -76,8 +76,9 @@ SPECS: tuple[Spec, ...] = (
          'Seconds a frame may be older than now (or away from the requested stamp).',
          minimum=0.001, maximum=86400.0),
     Spec('frame_wait', 1.0,
-         'Seconds a question stamped after the newest frame waits for a frame at its stamp '
-         '(then the nearest kept frame is used).', minimum=0.0, maximum=60.0),
+         'Seconds after its arrival a question waits for its frame (stamped after the newest '
+         'frame, or a fresh newest one); then the kept frames decide.', minimum=0.0,
+         maximum=60.0),
     Spec('max_pending', 4, 'Questions that may wait for the model; more are answered BUSY.',
          minimum=1, maximum=1000),
     Spec('timeout', 30.0, 'Seconds a question may take before it is answered TIMEOUT.',

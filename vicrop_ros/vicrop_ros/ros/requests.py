@@ -11,9 +11,11 @@ so the whole path is testable without DDS.
 
 from collections import Counter, deque
 from collections.abc import Callable
-import itertools
+import math
 import threading
 import time
+import unicodedata
+import uuid
 
 from vicrop_interfaces.msg import Answer
 
@@ -21,18 +23,46 @@ from .answers import Refusal, refusal_answer
 from .cameras import Cameras
 from .frames import Frame, FrameChoiceError, FrameRequest
 from .jobs import STATUS_NAMES, Job, JobQueue
-from .params import CAMERAS, METHODS, Settings
+from .params import CAMERAS, METHODS, SPECS, Settings
+
+# The longest timeout a request may ask for: the timeout parameter's own maximum.
+MAX_TIMEOUT_S = next(spec.maximum for spec in SPECS if spec.name == 'timeout')
 
 
 def stamp_ns(stamp) -> int:
-    """Return a builtin_interfaces/Time as integer nanoseconds."""
+    """Return a builtin_interfaces/Time as integer nanoseconds (see stamp_problem)."""
     return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+
+def stamp_problem(stamp) -> str:
+    """Return why a request's builtin_interfaces/Time cannot be a frame's stamp, or ''."""
+    if stamp.nanosec >= 1_000_000_000:
+        return f'the stamp has nanosec {stamp.nanosec}, which must be below 1000000000'
+    if stamp.sec < 0:
+        return f'the stamp has a negative sec ({stamp.sec})'
+    return ''
+
+
+def timeout_problem(timeout: float) -> str:
+    """Return why a request's timeout (seconds; 0 = the node's) cannot be used, or ''."""
+    if not math.isfinite(timeout) or timeout < 0:
+        return f'the timeout {timeout} must be 0 (the node default) or a positive number'
+    if timeout > MAX_TIMEOUT_S:
+        return f'the timeout {timeout:g} s is over the limit of {MAX_TIMEOUT_S:g} s'
+    return ''
+
+
+def visible(text: str) -> bool:
+    """Return whether ``text`` has a character a person can see (not space, control, format)."""
+    return any(unicodedata.category(c)[0] not in 'ZC' for c in text)
 
 
 def check_request(job: Job, settings: Settings, now_ns: int) -> None:
     """Raise Refusal (BAD_REQUEST) for a question that cannot be served as asked."""
-    if not job.question.strip():
-        raise Refusal(Answer.BAD_REQUEST, 'the question is empty')
+    if job.problem:
+        raise Refusal(Answer.BAD_REQUEST, job.problem)
+    if not visible(job.question):
+        raise Refusal(Answer.BAD_REQUEST, 'the question is empty (nothing visible in it)')
     limit = settings.max_question_length
     if len(job.question) > limit:
         raise Refusal(
@@ -87,7 +117,6 @@ class Intake:
         self.queue = JobQueue(settings().max_pending, monotonic)
         self._in_flight: dict[str, Job] = {}
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
         self.status_counts: Counter[str] = Counter()  # answers per status name
         self.latencies_ms: deque[float] = deque(maxlen=200)  # total_ms of recent OK answers
 
@@ -100,15 +129,23 @@ class Intake:
     # ----- jobs from the three interfaces -------------------------------------------------------
 
     def new_job(self, job_id, question, camera, method, stamp, timeout, **extra) -> Job:
-        """Make a Job with the node's defaults filled in (id, timeout), arriving now."""
+        """
+        Make a Job with the node's defaults filled in (id, timeout), arriving now.
+
+        An empty id becomes ``<node>-<uuid4>``, which no caller's id collides with by chance.
+        A stamp or timeout that cannot be used is recorded as the job's problem (refused by
+        :meth:`submit`) and replaced by a harmless value, so no clock ever sees it.
+        """
+        problem = stamp_problem(stamp) or timeout_problem(timeout)
         return Job(
-            id=job_id or f'{self._name}-{next(self._ids)}',
+            id=job_id or f'{self._name}-{uuid.uuid4()}',
             question=question,
             camera=camera,
             method=method,
-            stamp_ns=stamp_ns(stamp),
-            timeout_s=timeout if timeout > 0 else self._settings().timeout,
+            stamp_ns=0 if problem else stamp_ns(stamp),
+            timeout_s=self._settings().timeout if problem or timeout == 0 else timeout,
             arrival=self._monotonic(),
+            problem=problem,
             **extra,
         )
 
@@ -170,12 +207,18 @@ class Intake:
             raise Refusal(getattr(Answer, error.status), str(error)) from None
 
     def await_frame(self, job: Job, settings: Settings) -> Frame:
-        """Return the job's camera frame, waiting up to ``frame_wait`` for it, or refuse."""
+        """
+        Return the job's camera frame, or refuse.
+
+        A frame that has not come waits until ``frame_wait`` after the question arrived, so a
+        burst of questions about a silent camera costs the worker one wait, not one each.
+        """
         cameras = self._cameras()
         if cameras is None:
             raise Refusal(Answer.NOT_READY, 'the cameras were unsubscribed before it ran')
+        wait_s = max(0.0, job.arrival + settings.frame_wait - self._monotonic())
         try:
-            return cameras.await_frame(job.camera, job.frame_request, settings.frame_wait)
+            return cameras.await_frame(job.camera, job.frame_request, wait_s)
         except FrameChoiceError as error:
             raise Refusal(getattr(Answer, error.status), str(error)) from None
 

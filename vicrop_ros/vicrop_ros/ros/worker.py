@@ -148,5 +148,6 @@ def decode(job: Job, frame: Frame | None, max_pixels: int):
     try:
         rgb = decode_rgb(message, max_pixels)
     except BadImageError as error:
-        raise Refusal(Answer.BAD_IMAGE, f'{job.source} image: {error}') from None
+        where = "the request's image" if frame is None else f'the {job.camera} camera frame'
+        raise Refusal(Answer.BAD_IMAGE, f'{where}: {error}') from None
     return message.header, rgb
