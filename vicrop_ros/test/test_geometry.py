@@ -6,17 +6,23 @@ import numpy as np
 import pytest
 
 from vicrop_ros.core import Box, SaliencyMap, crop, project_to_image, select_box, tile_boxes
-from vicrop_ros.core.geometry import centre_crop_extent, pad_to_square
+from vicrop_ros.core.geometry import centre_crop_extent, pad_to_square, tile_count_limit
 
 
 @given(st.integers(1, 6000), st.integers(1, 6000), st.integers(64, 2048))
-def test_tiles_cover_the_image_exactly_within_the_threshold(width, height, threshold):
+def test_tiles_cover_the_image_exactly_within_the_threshold_or_the_area_limit(
+    width, height, threshold
+):
     tiles = tile_boxes((width, height), threshold)
+    limit = tile_count_limit((width, height), threshold)
     coverage = np.zeros((height, width), np.uint8)
     for tile in tiles:
-        assert 0 < tile.width <= threshold and 0 < tile.height <= threshold
+        assert tile.width > 0 and tile.height > 0
         coverage[tile.slices()] += 1
     assert (coverage == 1).all()
+    assert len(tiles) <= limit
+    within = all(t.width <= threshold and t.height <= threshold for t in tiles)
+    assert within or len(tiles) == limit  # longer tiles only where the area limit cut the count
 
 
 def test_tall_and_wide_images_tile_as_expected():
@@ -27,6 +33,13 @@ def test_tall_and_wide_images_tile_as_expected():
         Box(2000, 0, 3000, 800),
     ]
     assert tile_boxes((1024, 1024), 1024) == [Box(0, 0, 1024, 1024)]
+    assert len(tile_boxes((1280, 720), 1024)) == 2  # frames of usual shapes: by side, as before
+
+
+def test_a_long_thin_strip_is_tiled_by_its_area():
+    assert tile_boxes((20000, 20), 1024) == [Box(0, 0, 10000, 20), Box(10000, 0, 20000, 20)]
+    assert len(tile_boxes((20, 20000), 1024)) == 2
+    assert len(tile_boxes((33_177_600, 1), 1024)) == 127  # the most any allowed frame gets
 
 
 @pytest.mark.parametrize('size', [(500, 2000), (3000, 800)])

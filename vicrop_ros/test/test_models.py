@@ -281,3 +281,27 @@ def test_bad_requests_raise_clear_errors(tiny_model, tmp_path):
     (tmp_path / 'config.json').write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="unsupported model type 'bert'"):
         load_model(str(tmp_path))
+
+
+def test_llava_pads_usual_frames_as_they_are_and_shrinks_a_thin_strip_first(tiny_model):
+    from vicrop_ros.core.geometry import pad_to_square
+
+    llava = tiny_model('llava')
+    frame = random_image(128, 72, seed=31)
+    view, extent = llava.model_view(frame)
+    mean = tuple(int(round(255 * m)) for m in llava.processor.image_processor.image_mean)
+    plain, plain_extent = pad_to_square(frame, mean)
+    np.testing.assert_array_equal(view, plain)
+    assert extent == plain_extent
+    strip = random_image(20000, 20, seed=32)
+    view, extent = llava.model_view(strip)
+    side = 2 * llava.input_size
+    assert view.shape == (side, side, 3)  # not 20000x20000
+    x0, y0, x1, y1 = extent
+    assert (x0, x1) == (0.0, 20000.0)  # the long axis fills the square
+    # The padded axis, in source pixels: the square's one row of picture maps back onto the
+    # strip's 20 rows, and the fill above and below it onto the outside of the strip.
+    rows = np.flatnonzero((view != np.array(mean, dtype=view.dtype)).any(axis=(1, 2)))
+    assert len(rows) == 1
+    per_row = (y1 - y0) / side
+    assert (y0 + rows[0] * per_row, y0 + (rows[0] + 1) * per_row) == pytest.approx((0.0, 20.0))

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from sample_data import jpeg_claiming, png_claiming, random_image
 from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
 
 from vicrop_interfaces.action import AskQuestion
 from vicrop_interfaces.msg import Answer, Question
@@ -59,10 +60,16 @@ def assert_still_serving(client, process, after: str) -> None:
     assert process.poll() is None, 'the node died'
 
 
-def padded(rgb: np.ndarray, padding: int) -> Image:
+def padded(rgb: np.ndarray, padding: int, encoding: str = 'rgb8') -> Image:
+    """Return ``rgb`` as an Image of ``encoding`` with ``padding`` junk bytes after each row."""
+    pixels = {
+        'rgb8': rgb,
+        'bgra8': np.dstack([rgb[..., ::-1], np.full(rgb.shape[:2], 255, np.uint8)]),
+        'mono8': rgb[..., 0],
+    }[encoding]
+    rows = np.ascontiguousarray(pixels).reshape(rgb.shape[0], -1)
     msg = raw_image(rgb, Time(), 'padded')
-    rows = np.frombuffer(bytes(msg.data), np.uint8).reshape(rgb.shape[0], -1)
-    msg.step += padding
+    msg.encoding, msg.step = encoding, rows.shape[1] + padding
     msg.data = np.pad(rows, ((0, 0), (0, padding)), constant_values=0xAB).tobytes()
     return msg
 
@@ -125,6 +132,31 @@ ASK_CASES = {
         Answer.BAD_IMAGE,
         "cannot decode image encoding 'foo8'",
     ),  # fmt: skip
+    'stamp-future': (
+        ask_fields(image=Image(), camera='head', stamp=Time(sec=2_000_000_000)),
+        Answer.BAD_REQUEST,
+        's in the future (max_image_age',
+    ),
+    'control-characters': (
+        ask_fields(question='\x00\x01\x7f'),
+        Answer.BAD_REQUEST,
+        'nothing visible in it',
+    ),  # fmt: skip
+    'image-mono8-step': (
+        ask_fields(image=image_with(encoding='mono8', step=40, data=bytes(40 * 32))),
+        Answer.BAD_IMAGE,
+        'image step 40 is smaller than a row of 48 mono8 pixels (48 bytes)',
+    ),
+    'image-rgb16-step': (
+        ask_fields(image=image_with(encoding='rgb16', step=144, data=bytes(144 * 32))),
+        Answer.BAD_IMAGE,
+        'image step 144 is smaller than a row of 48 rgb16 pixels (288 bytes)',
+    ),
+    'image-float': (
+        ask_fields(image=image_with(encoding='32FC1', step=192, data=bytes(192 * 32))),
+        Answer.BAD_IMAGE,
+        "cannot decode image encoding '32FC1'",
+    ),
     'image-huge': (
         ask_fields(image=Image(width=30000, height=30000, encoding='rgb8', step=90000)),
         Answer.BAD_IMAGE,
@@ -144,14 +176,27 @@ def test_a_bad_ask_gets_one_answer_with_the_reason_and_the_node_lives_on(served,
     assert len(client.wait_answers([request.id])[request.id]) == 1
 
 
+@pytest.mark.parametrize('encoding', ['rgb8', 'bgra8', 'mono8'])
 @pytest.mark.parametrize('padding', [1, 64])
-def test_row_padded_images_are_answered_about_the_right_size(served, padding):
+def test_row_padded_images_are_answered_about_the_right_size(served, encoding, padding):
     client, process = served
-    request = good_request(f'padded-{padding}')
-    request.image = padded(GOOD, padding)
+    request = good_request(f'padded-{encoding}-{padding}')
+    request.image = padded(GOOD, padding, encoding)
     answer = client.call_ask(request)
     assert answer.status == Answer.OK, answer
     assert (answer.image_width, answer.image_height) == (48, 32)
+
+
+@pytest.mark.parametrize('size', [(20000, 20), (20, 20000)], ids=['wide', 'tall'])
+def test_long_thin_images_are_answered(served, size):
+    client, process = served
+    width, height = size
+    request = good_request(f'thin-{width}x{height}')
+    request.image = raw_image(random_image(width, height, seed=4), Time(), 'thin')
+    answer = client.call_ask(request)
+    assert answer.status == Answer.OK, answer
+    assert (answer.image_width, answer.image_height) == size
+    assert_still_serving(client, process, f'thin-{width}x{height}')
 
 
 COMPRESSED_CASES = {
@@ -160,7 +205,47 @@ COMPRESSED_CASES = {
     'png-20000': (png_claiming(20000, 20000), 'claims more than'),
     'jpeg-9000': (jpeg_claiming(9000, 9000), 'image of 9000x9000 pixels is over the limit'),
     'garbage': (b'\x00not an image', 'cannot read the compressed image header'),
+    'empty': (b'', 'compressed image has no data'),
+    'truncated': (jpeg_claiming(16, 16)[:40], 'cannot read the compressed image header'),
 }
+
+
+TOPIC_CASES = {
+    'empty': (Question(question=' '), 'the question is empty'),
+    'camera': (Question(question='q?', camera='tail'), "unknown camera 'tail'"),
+    'method': (Question(question='q?', method='sharpest'), "unknown method 'sharpest'"),
+    'nanosec': (
+        Question(question='q?', header=Header(stamp=Time(sec=1, nanosec=2_000_000_000))),
+        'nanosec 2000000000',
+    ),  # fmt: skip
+}
+
+
+@pytest.mark.parametrize('case', sorted(TOPIC_CASES))
+def test_a_bad_question_on_the_topic_gets_one_answer_with_the_reason(served, case):
+    client, process = served
+    question, reason = TOPIC_CASES[case]
+    question.id = f'topic-{case}'
+    client.ask_topic(question)
+    (answer,) = client.wait_answers([question.id])[question.id]
+    assert answer.status == Answer.BAD_REQUEST and reason in answer.error, answer
+    assert_still_serving(client, process, f'topic-{case}')
+
+
+@pytest.mark.parametrize(
+    ('timeout', 'reason'), [(float('inf'), 'the timeout inf'), (-1.0, 'the timeout -1.0')]
+)
+def test_a_bad_goal_is_aborted_with_the_reason(served, timeout, reason):
+    client, process = served
+    assert client.action_client.wait_for_server(timeout_sec=60)
+    goal = AskQuestion.Goal(id=f'goal-timeout-{timeout}', question='q?', timeout=timeout)
+    goal.image = raw_image(GOOD, Time(), 'goal')
+    handle = result_of(client.on_spinner(lambda: client.action_client.send_goal_async(goal)))
+    result = result_of(client.on_spinner(handle.get_result_async))
+    assert result.status == GoalStatus.STATUS_ABORTED
+    answer = result.result.answer
+    assert answer.status == Answer.BAD_REQUEST and reason in answer.error, answer
+    assert_still_serving(client, process, f'goal-{timeout}')
 
 
 @pytest.mark.parametrize('case', sorted(COMPRESSED_CASES))

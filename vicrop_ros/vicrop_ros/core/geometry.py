@@ -30,18 +30,35 @@ def crop(image: np.ndarray, box: Box) -> np.ndarray:
     return image[box.slices()]
 
 
+# A tile holds at least threshold² / TILE_AREA_SHARE pixels: a long thin strip is not cut into a
+# tile per threshold of its length (a 20000x20 frame: 2 tiles, not 20 model passes).
+TILE_AREA_SHARE = 4
+
+
+def tile_count_limit(size: tuple[int, int], tile_threshold: int) -> int:
+    """Return the most tiles an image of ``size`` (width, height) is cut into: by its area."""
+    width, height = size
+    return max(1, math.ceil(TILE_AREA_SHARE * width * height / tile_threshold**2))
+
+
 def tile_boxes(size: tuple[int, int], tile_threshold: int) -> list[Box]:
     """
     Split an image into the fewest near-equal tiles whose sides are at most ``tile_threshold``.
 
     ``size``: (width, height). Returns the tiles row-major; they cover the image exactly without
     overlap. An image within the threshold is one tile. Works for any aspect ratio (a 500x2000
-    image gives two 500x1000 tiles).
+    image gives two 500x1000 tiles). The count never exceeds :func:`tile_count_limit`, which
+    only a strip thinner than about a quarter of the threshold reaches: it is cut along its
+    length into that many tiles, longer than the threshold (20000x20 at 1024: two 10000x20).
+    So the model passes grow with the pixels, at most ceil(4 x max_image_pixels / threshold²).
     """
     width, height = size
     if width < 1 or height < 1 or tile_threshold < 1:
         raise ValueError(f'cannot tile a {width}x{height} image with threshold {tile_threshold}')
     cols, rows = math.ceil(width / tile_threshold), math.ceil(height / tile_threshold)
+    limit = tile_count_limit(size, tile_threshold)
+    if cols * rows > limit:  # only a thin strip: one row or one column of tiles
+        cols, rows = (limit, 1) if rows == 1 else (1, limit)
     xs = [round(i * width / cols) for i in range(cols + 1)]
     ys = [round(j * height / rows) for j in range(rows + 1)]
     return [Box(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(rows) for i in range(cols)]

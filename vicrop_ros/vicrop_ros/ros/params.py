@@ -94,7 +94,8 @@ SPECS: tuple[Spec, ...] = (
          'families).', read_only=True),
     Spec('publish_saliency', True, 'Publish the heatmap-with-box image on ~/saliency.'),
     Spec('tile_threshold', 1024,
-         'Frames with a longer side (pixels) get one saliency map per tile.',
+         'Frames with a longer side (pixels) get one saliency map per tile (a thin strip at '
+         'most 4 x its area / threshold^2 tiles).',
          minimum=64, maximum=65536),
     Spec('reuse_frames', 2,
          'Recently prepared frames kept for further questions about the same pixels (their '
