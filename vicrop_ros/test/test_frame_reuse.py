@@ -24,6 +24,9 @@ class CountingModel:
         self.answers.append(answers)
         return self.model.prepare(image, answers)
 
+    def question_problem(self, question, size, config):
+        return self.model.question_problem(question, size, config)
+
 
 @pytest.mark.parametrize('family', FAMILIES)
 def test_generic_grid_is_kept_and_later_maps_equal_a_fresh_computation(family, tiny_model):

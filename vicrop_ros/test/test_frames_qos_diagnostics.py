@@ -57,6 +57,18 @@ def test_newest_frame_and_its_age():
     )
 
 
+def test_the_newest_frame_is_the_latest_stamp_when_stamps_go_backwards():
+    buffer = filled_buffer(10.0, 10.2, 10.1)  # the 10.1 frame arrives last
+    assert buffer.newest_stamp_ns() == int(10.2 * S)
+    assert buffer.choose(0, int(10.5 * S), 1 * S).stamp_ns == int(10.2 * S)
+    # A request for a frame after the newest waits for a later stamp, not a later arrival.
+    request = buffer.request(int(10.28 * S), int(10.3 * S), 1 * S)
+    buffer.add(frame_bytes(int(10.15 * S)), received_ns=int(10.4 * S))
+    assert not request.decided
+    buffer.add(frame_bytes(int(10.3 * S)), received_ns=int(10.5 * S))
+    assert request.decided and request.result().stamp_ns == int(10.3 * S)
+
+
 def test_the_frame_nearest_to_a_stamp_and_how_far_it_may_be():
     buffer = filled_buffer(10.0, 10.1, 10.2)
     assert buffer.choose(int(10.12 * S), 99 * S, 1 * S).stamp_ns == int(10.1 * S)

@@ -305,3 +305,48 @@ def test_llava_pads_usual_frames_as_they_are_and_shrinks_a_thin_strip_first(tiny
     assert len(rows) == 1
     per_row = (y1 - y0) / side
     assert (y0 + rows[0] * per_row, y0 + (rows[0] + 1) * per_row) == pytest.approx((0.0, 20.0))
+
+
+def _language_model_prompt_length(model, family, views, question, config) -> int:
+    """Tokens the language model reads for the answer prompt, from the processor's own output."""
+    if family == 'instructblip':  # one image per processor row; the rest prepended as queries
+        prompt = model.prompt(model.format_question(question, config), 1)
+        ids = model.encode([views[:1]], [prompt])['input_ids']
+        return ids.shape[1] + (len(views) - 1) * model.query_tokens
+    prompt = model.prompt(model.format_question(question, config), len(views))
+    return model.encode([views], [prompt])['input_ids'].shape[1]
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_the_context_check_counts_the_answer_prompt_as_the_processor_builds_it(family, tiny_model):
+    model = tiny_model(family)
+    config = VicropConfig()
+    frame = random_image(96, 64, seed=41)
+    view = model.model_view(frame)[0]
+    question = 'What does the small label on the left say?'
+    counted = model.answer_prompt_tokens(question, (96, 64), config)
+    assert counted == _language_model_prompt_length(model, family, [view, view], question, config)
+    # The answer's tokens fill the context exactly, then one more is over it.
+    room = model.context_length - counted
+    assert model.question_problem(question, (96, 64), VicropConfig(max_new_tokens=room)) == ''
+    problem = model.question_problem(question, (96, 64), VicropConfig(max_new_tokens=room + 1))
+    assert f'its prompt would be {counted} tokens' in problem
+
+
+def test_a_question_beyond_the_context_is_refused_before_any_model_work(tiny_model):
+    from vicrop_ros.core import BadQuestion
+
+    model = tiny_model('llava')
+    question = '\U0001f916' * 2000  # 2000 characters; each a few byte-level tokens
+    assert model.answer_prompt_tokens(question, (64, 48), VicropConfig()) > model.context_length
+    with pytest.raises(BadQuestion, match='too long for the model'):
+        Vicrop(model)(random_image(64, 48, seed=42), question)
+
+
+def test_instructblip_also_checks_the_question_against_the_q_formers_positions(tiny_model):
+    model = tiny_model('instructblip')
+    limit = model.model.config.qformer_config.max_position_embeddings
+    question = ' '.join(['label'] * limit)  # one or more Q-Former tokens a word
+    assert model.answer_prompt_tokens(question, (64, 48), VicropConfig()) < model.context_length
+    problem = model.question_problem(question, (64, 48), VicropConfig())
+    assert f'over its {limit} positions' in problem

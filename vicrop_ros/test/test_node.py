@@ -121,6 +121,9 @@ def test_stamp_chooses_the_nearest_buffered_frame(client):
     answer = client.wait_answers(['at-stamp'])['at-stamp'][0]
     assert answer.status == Answer.OK, answer.error
     assert answer.header.stamp == stamps[2] and answer.header.frame_id == 'head_2'
+    # The newest frame is the latest stamp: later tests start once these are in the past.
+    last = stamp_seconds(stamps[-1])
+    wait_until(lambda: stamp_seconds(client.now()) > last, what='the last stamp to pass')
 
 
 def test_ask_service_with_and_without_its_own_image(client):

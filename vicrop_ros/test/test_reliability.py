@@ -106,6 +106,11 @@ ASK_CASES = {
         'nothing visible in it',
     ),  # fmt: skip
     'too-long': (ask_fields(question='why ' * 600), Answer.BAD_REQUEST, '2400 > 2000 characters'),
+    'too-many-tokens': (
+        ask_fields(question='\U0001f916' * 2000),  # 2000 characters, thousands of tokens
+        Answer.BAD_REQUEST,
+        'the question is too long for the model: its prompt would be',
+    ),
     'camera': (
         ask_fields(image=Image(), camera='tail'),
         Answer.BAD_REQUEST,

@@ -46,6 +46,9 @@ class ZeroMaps:
 
         return Prepared()
 
+    def question_problem(self, question, size, config):
+        return self.model.question_problem(question, size, config)
+
 
 class FaultInjection(Vicrop):
     """The real engine, except for questions naming a fault: RAISE, OOM, ZEROMAP."""

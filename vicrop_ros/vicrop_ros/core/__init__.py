@@ -9,6 +9,7 @@ from .box_search import DEFAULT_SCALES, BoxChoice, choose_box, select_box
 from .config import GENERIC_QUESTION, Method, VicropConfig
 from .geometry import crop, tile_boxes
 from .pipeline import (
+    BadQuestion,
     Canceled,
     PreparedImage,
     StopCheck,
@@ -19,6 +20,7 @@ from .pipeline import (
 from .saliency import SaliencyMap, project_to_image
 
 __all__ = [
+    'BadQuestion',
     'DEFAULT_SCALES',
     'GENERIC_QUESTION',
     'Box',

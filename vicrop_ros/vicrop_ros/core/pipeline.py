@@ -32,6 +32,10 @@ class Canceled(Exception):  # noqa: N818 (a state, not an error)
     """The question was canceled: its stop check turned true at a stage or a decoding step."""
 
 
+class BadQuestion(ValueError):  # noqa: N818 (a refusal, like ValueError)
+    """The question cannot be answered as asked (empty, or too long for the model)."""
+
+
 class PreparedImage(Protocol):
     """One image made ready for a model; passes over the same image share what it holds."""
 
@@ -60,6 +64,9 @@ class VisionLanguageModel(Protocol):
 
     def prepare(self, image: np.ndarray, answers: bool = True) -> PreparedImage:
         """Prepare ``image`` (HWC uint8 RGB) for saliency passes and, if ``answers``, answers."""
+
+    def question_problem(self, question: str, size: tuple[int, int], config: VicropConfig) -> str:
+        """Return why ``question`` about a ``size`` (w, h) image cannot be answered, or ''."""
 
 
 @dataclass(frozen=True)
@@ -139,12 +146,16 @@ class Vicrop:
         Answer ``question`` about ``image`` (HWC uint8 RGB).
 
         ``overrides`` replace fields of the default config for this question (e.g. method='none').
-        Raises ValueError for a bad image, question or override.
+        Raises BadQuestion for a question the model cannot take (empty, or a prompt longer than
+        its context), ValueError for a bad image or override.
         """
         config = dataclasses.replace(self.config, **overrides) if overrides else self.config
         check_image(image)
         if not isinstance(question, str) or not question.strip():
-            raise ValueError('the question is empty')
+            raise BadQuestion('the question is empty')
+        problem = self.model.question_problem(question, image_size(image), config)
+        if problem:
+            raise BadQuestion(problem)
         stop = stop or _never
 
         def notify(stage: str) -> None:

@@ -151,6 +151,7 @@ class HfVisionLanguageModel:
         self.model = model.eval().requires_grad_(False)
         self.processor = processor
         self.device = next(model.parameters()).device
+        self._fixed_image_tokens: int | None = None  # see image_tokens
 
     # ----- hooks for the families (defaults: the chat-template families, LLaVA and Qwen) --------
 
@@ -182,6 +183,43 @@ class HfVisionLanguageModel:
     def model_view(self, image: np.ndarray) -> tuple[np.ndarray, Extent]:
         """Return the image as given to the processor and its extent on ``image``."""
         return image, whole_image_extent(image_size(image))
+
+    def image_tokens(self, width: int, height: int) -> int:
+        """
+        Return how many tokens the language model sees for an image of ``width`` x ``height`` px.
+
+        Default: a fixed-size input, counted once from the processor's own expansion of one
+        image placeholder (a blank image of the input size).
+        """
+        if self._fixed_image_tokens is None:
+            blank = np.zeros((self.input_size, self.input_size, 3), dtype=np.uint8)
+            ids = self.encode([[blank]], [self.prompt('', 1)])['input_ids']
+            self._fixed_image_tokens = int((ids == self.image_token_id).sum())
+        return self._fixed_image_tokens
+
+    def answer_prompt_tokens(self, question: str, size: tuple[int, int], config) -> int:
+        """
+        Return the length in tokens of the two-image answer prompt of ``question``.
+
+        ``size``: (width, height) of the frame in pixels. The crop is counted as a frame-sized
+        image: a crop is never larger, so this is an upper bound for every family.
+        """
+        text = self.prompt(self.format_question(question, config), 2)
+        ids = self.processor.tokenizer(text)['input_ids']
+        placeholders = ids.count(self.image_token_id)
+        return len(ids) + placeholders * (self.image_tokens(*size) - 1)
+
+    def question_problem(self, question: str, size: tuple[int, int], config) -> str:
+        """Return why ``question`` about a ``size`` (w, h) frame cannot be answered, or ''."""
+        tokens = self.answer_prompt_tokens(question, size, config)
+        context = self.context_length
+        if tokens + config.max_new_tokens > context:
+            return (
+                f'the question is too long for the model: its prompt would be {tokens} tokens '
+                f'and the answer up to {config.max_new_tokens} more, over the context of '
+                f'{context} tokens'
+            )
+        return ''
 
     def prompt(self, question: str, images: int) -> str:
         """Return the full prompt: the chat template with one user turn of images, then text."""
@@ -215,6 +253,11 @@ class HfVisionLanguageModel:
         return pixel_tensor
 
     # ----- shared ---------------------------------------------------------------------------
+
+    @property
+    def context_length(self) -> int:
+        """Return the language model's context in tokens (config ``max_position_embeddings``)."""
+        return int(self.model.config.get_text_config().max_position_embeddings)
 
     def attention_layer(self, config: VicropConfig) -> int:
         """Return the decoder layer to read: the configured one, or the paper's scaled to depth."""

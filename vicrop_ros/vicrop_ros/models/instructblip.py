@@ -58,6 +58,27 @@ class InstructBlipModel(HfVisionLanguageModel):
         count = len(range(0, qformer.num_hidden_layers, qformer.cross_attention_frequency))
         return choose_layer('qformer_layer', config.qformer_layer, self.paper_qformer_layer, count)
 
+    def image_tokens(self, width: int, height: int) -> int:
+        """Return the query tokens of one image, whatever its size."""
+        return self.query_tokens
+
+    def answer_prompt_tokens(self, question: str, size: tuple[int, int], config) -> int:
+        """Return the LM prompt's length: two images' query tokens, then the question."""
+        text = self.prompt(self.format_question(question, config), 2)
+        return 2 * self.query_tokens + len(self.processor.tokenizer(text)['input_ids'])
+
+    def question_problem(self, question: str, size: tuple[int, int], config) -> str:
+        """Check the language model's context, and the Q-Former's positions for the question."""
+        text = self.prompt(self.format_question(question, config), 1)
+        tokens = len(self.processor.qformer_tokenizer(text)['input_ids'])
+        limit = int(self.model.config.qformer_config.max_position_embeddings)
+        if tokens > limit:
+            return (
+                f'the question is too long for the model: the Q-Former reads {tokens} tokens '
+                f'of it, over its {limit} positions'
+            )
+        return super().question_problem(question, size, config)
+
     def prompt(self, question: str, images: int) -> str:
         """Return the formatted question: the processor puts the query tokens before it."""
         return question

@@ -52,6 +52,11 @@ class Qwen25VLModel(HfVisionLanguageModel):
         """Return the paper's base size for Qwen2.5-VL."""
         return self.paper_base_size
 
+    def image_tokens(self, width: int, height: int) -> int:
+        """Return the merged tokens of an image resized by the processor's pixel budget."""
+        patches = self.processor.image_processor.get_number_of_image_patches(height, width)
+        return int(patches) // self.merge_size**2
+
     @property
     def merge_size(self) -> int:
         """Patches merged per token along each axis (2)."""

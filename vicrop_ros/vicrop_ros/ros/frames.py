@@ -79,7 +79,7 @@ class FrameRequest:
         self._withdraw(self)
 
     def _decide(self, name: str, frames: list[Frame], now_ns: int) -> None:
-        """Choose from camera ``name``'s ``frames`` (oldest first) at node time ``now_ns``."""
+        """Choose from camera ``name``'s ``frames`` (in arrival order) at node time ``now_ns``."""
         try:
             self._frame = choose_frame(name, frames, self.stamp_ns, now_ns, self.max_age_ns)
         except FrameChoiceError as error:
@@ -90,7 +90,7 @@ class FrameRequest:
         """Whether a frame this request waits for is among ``frames``."""
         if not frames:
             return False
-        newest = frames[-1].stamp_ns
+        newest = newest_frame(frames).stamp_ns
         if self.stamp_ns:
             return newest >= self.stamp_ns
         return now_ns - newest <= self.max_age_ns
@@ -170,7 +170,7 @@ class FrameBuffer:
     def newest_stamp_ns(self) -> int | None:
         """Return the stamp of the newest frame, or None before the first."""
         with self._lock:
-            return self._frames[-1].stamp_ns if self._frames else None
+            return newest_frame(self._frames).stamp_ns if self._frames else None
 
     def choose(self, stamp_ns: int, now_ns: int, max_age_ns: int) -> Frame:
         """Return the frame a question is about from the kept frames (see choose_frame)."""
@@ -179,20 +179,31 @@ class FrameBuffer:
         return choose_frame(self.name, frames, stamp_ns, now_ns, max_age_ns)
 
 
+def newest_frame(frames) -> Frame:
+    """
+    Return the frame with the latest stamp among ``frames`` (in arrival order, not empty).
+
+    Stamps may go backwards (a driver's clock, a multi-threaded driver's publish order): the
+    newest frame is the one stamped last, not the one received last; of equal stamps, the later.
+    """
+    return max(reversed(frames), key=lambda frame: frame.stamp_ns)
+
+
 def choose_frame(
     name: str, frames: list[Frame], stamp_ns: int, now_ns: int, max_age_ns: int
 ) -> Frame:
     """
-    Return the frame of camera ``name``'s ``frames`` (oldest first) a question is about.
+    Return the frame of camera ``name``'s ``frames`` (in arrival order) a question is about.
 
-    ``stamp_ns`` 0 means the newest frame, which must be at most ``max_age_ns`` older than
-    ``now_ns``. Otherwise the frame nearest to ``stamp_ns``, which must lie within
-    ``max_age_ns`` of it (before or after). Raises FrameChoiceError when there is none.
+    ``stamp_ns`` 0 means the newest frame (:func:`newest_frame`), which must be at most
+    ``max_age_ns`` older than ``now_ns``. Otherwise the frame nearest to ``stamp_ns``, which
+    must lie within ``max_age_ns`` of it (before or after). Raises FrameChoiceError when
+    there is none.
     """
     if not frames:
         raise FrameChoiceError('NO_IMAGE', f'no frame received on the {name} camera yet')
     if stamp_ns == 0:
-        frame = frames[-1]
+        frame = newest_frame(frames)
         age_ns = now_ns - frame.stamp_ns
         if age_ns > max_age_ns:
             raise FrameChoiceError(

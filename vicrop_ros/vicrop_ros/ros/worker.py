@@ -17,7 +17,7 @@ from sensor_msgs.msg import Image
 
 from vicrop_interfaces.msg import Answer
 
-from ..core import Canceled
+from ..core import BadQuestion, Canceled
 from .answers import Refusal, blank_answer, crop_box_message, result_answer
 from .frames import Frame
 from .images import BadImageError, bgr_image_message, decode_rgb
@@ -82,16 +82,8 @@ class Worker:
             answer.queue_wait_ms = (job.started - job.arrival) * 1000.0
         try:
             answer, rgb, result = self._answer(job, settings, answer)
-        except Refusal as refusal:
-            answer.status, answer.error = refusal.status, str(refusal)
-            self._intake.finish(job, answer)
-            return
-        except Canceled as canceled:
-            answer.status, answer.error = Answer.CANCELED, f'canceled by the caller ({canceled})'
-            self._intake.finish(job, answer)
-            return
-        except Exception as error:  # noqa: BLE001 (a model failure must not stop the node)
-            answer.status, answer.error = Answer.MODEL_ERROR, self._model_error_text(error)
+        except Exception as error:  # noqa: BLE001 (a failure must not stop the node)
+            answer.status, answer.error = self._failure(error)
             self._intake.finish(job, answer)
             return
         if job.done:  # timed out meanwhile: its TIMEOUT answer stands
@@ -123,6 +115,16 @@ class Worker:
             attention_layer=None if layer < 0 else layer,
         )  # fmt: skip
         return result_answer(answer, result), rgb, result
+
+    def _failure(self, error: Exception) -> tuple[int, str]:
+        """Return the (status, reason) of a question whose answer raised ``error``."""
+        if isinstance(error, Refusal):
+            return error.status, str(error)
+        if isinstance(error, BadQuestion):  # input, not a model failure
+            return Answer.BAD_REQUEST, str(error)
+        if isinstance(error, Canceled):
+            return Answer.CANCELED, f'canceled by the caller ({error})'
+        return Answer.MODEL_ERROR, self._model_error_text(error)
 
     def _model_error_text(self, error: Exception) -> str:
         """Return a MODEL_ERROR reason; free kept frames and GPU memory after out-of-memory."""
