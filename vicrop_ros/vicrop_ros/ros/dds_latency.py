@@ -19,16 +19,16 @@ import sys
 import threading
 import time
 
-from ament_index_python.packages import get_package_share_directory
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
+from .qos import shm_profile_path, with_dds_profile
+
 TOPIC = '/vicrop_dds_latency/image'
 # Fast DDS 2.x (Jazzy) reads the first, Fast DDS 3.x (Kilted and later) the second.
-PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
 
 
 def publish(args: argparse.Namespace) -> int:
@@ -61,9 +61,7 @@ def publish(args: argparse.Namespace) -> int:
 
 def measure(args: argparse.Namespace, reliability: str, profile: str | None) -> dict:
     """Run one publisher process against a subscription here; return latency and loss."""
-    env = {k: v for k, v in os.environ.items() if k not in PROFILE_VARIABLES}
-    if profile:
-        env |= dict.fromkeys(PROFILE_VARIABLES, profile)
+    env = with_dds_profile(dict(os.environ), profile)
     # This process's participant must use the same profile: measure in a child of our own.
     command = [sys.executable, '-m', 'vicrop_ros.ros.dds_latency', '--subscribe',
                '--reliability', reliability, '--size', args.size, '--rate', str(args.rate),
@@ -131,9 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return publish(args)
     if args.subscribe:
         return subscribe(args)
-    profile = args.profile or str(
-        Path(get_package_share_directory('vicrop_ros')) / 'config' / 'fastdds_shm.xml'
-    )
+    profile = args.profile or shm_profile_path()
     rows = {}
     for reliability in ('RELIABLE', 'BEST_EFFORT'):
         for name, path in (('default transports', None), (Path(profile).name, profile)):

@@ -3,16 +3,19 @@
 
     vicrop-load-test [--model DIR] [--questions 200] [--rate 20] [--max-pending 2]
                      [--head 1280x720] [--wrist 640x480] [--camera-rate 30] [--json]
-                     [--soak SECONDS [--report-every 30]]
+                     [--soak SECONDS [--report-every 30]] [--dds-profile shm|default]
 
 Starts ``vicrop_node`` (a tiny random LLaVA unless ``--model`` is given), publishes both cameras at
 ``--camera-rate`` Hz, sends ``--questions`` Questions at ``--rate`` Hz, and reports: answered,
 busy, other statuses, questions with no answer or more than one, p50/p95 latency of OK answers,
 and the node's resident memory at the start and the end. Exit status 1 when a question did not
 get exactly one answer, or got one other than OK/BUSY. ``--soak 600`` asks at ``--rate`` for
-ten minutes and prints the node's RSS and the answer counts every 30 s.
+ten minutes and prints the node's RSS and the answer counts every 30 s. Both ends use the
+shipped shared-memory Fast DDS profile unless ``--dds-profile default`` (docs/performance.md:
+reliable large frames over UDP stall for seconds at a time under load).
 
     vicrop-idle-cpu [--seconds 10] [--head 1280x720] [--wrist 640x480] [--camera-rate 30] [--json]
+                    [--dds-profile shm|default]
 
 Streams the two cameras into a node that gets no question and reports its CPU use (percent of one
 core) and the frames it received: ingestion must cost little while nobody asks.
@@ -40,6 +43,7 @@ from sensor_msgs.msg import Image
 from vicrop_interfaces.msg import Answer, Question
 
 from .jobs import STATUS_NAMES
+from .qos import shm_profile_path, with_dds_profile
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -63,27 +67,73 @@ def camera_frames(size: tuple[int, int], count: int, frame_id: str) -> list[Imag
     return frames
 
 
-def stream_frames(node, publisher, frames, rate_hz: float, stop: threading.Event) -> None:
-    """Publish ``frames`` in turn at ``rate_hz`` until ``stop`` is set."""
+def stream_frames(
+    node, publisher, frames, rate_hz: float, stop: threading.Event, gaps: list[float]
+) -> None:
+    """
+    Publish ``frames`` in turn at ``rate_hz`` until ``stop`` is set.
+
+    ``gaps`` gets the longest time between two publish calls so far, in seconds (one entry,
+    updated): a camera that stalled is told apart from frames the node did not get.
+    """
     period, index, next_time = 1.0 / rate_hz, 0, time.monotonic()
+    last = None
+    gaps[:] = [0.0]
     while not stop.is_set():
         frame = frames[index % len(frames)]
         frame.header.stamp = node.get_clock().now().to_msg()
+        now = time.monotonic()
+        if last is not None:
+            gaps[0] = max(gaps[0], now - last)
+        last = now
         publisher.publish(frame)
         index += 1
         next_time += period
         time.sleep(max(0.0, next_time - time.monotonic()))
 
 
-def start_streams(node, head, wrist, args: argparse.Namespace, stop: threading.Event) -> None:
-    """Stream the head and wrist cameras (sizes and rate from ``args``) until ``stop`` is set."""
-    for publisher, size, frame_id in ((head, args.head, 'head_optical'),
-                                      (wrist, args.wrist, 'wrist_optical')):  # fmt: skip
-        frames = camera_frames(_size(size), 4, frame_id)
+def start_streams(
+    node, head, wrist, args: argparse.Namespace, stop: threading.Event
+) -> dict[str, list[float]]:
+    """
+    Stream the head and wrist cameras (sizes and rate from ``args``) until ``stop`` is set.
+
+    Returns each camera's longest gap between publishes so far (see stream_frames).
+    """
+    gaps = {}
+    for name, publisher, size in (('head', head, args.head), ('wrist', wrist, args.wrist)):
+        frames = camera_frames(_size(size), 4, f'{name}_optical')
+        gaps[name] = [0.0]
         threading.Thread(
-            target=stream_frames, args=(node, publisher, frames, args.camera_rate, stop),
+            target=stream_frames,
+            args=(node, publisher, frames, args.camera_rate, stop, gaps[name]),
             daemon=True,
         ).start()  # fmt: skip
+    return gaps
+
+
+def use_dds_profile(choice: str) -> str | None:
+    """
+    Point this process and the node it starts at the Fast DDS profile ``choice`` names.
+
+    'shm': the shipped shared-memory profile (what the README advises for large frames on one
+    machine); 'default': Fast DDS's own transports (UDP for frames over its 512 KB segments).
+    Must run before rclpy.init in this process. Returns the profile path, or None.
+    """
+    profile = shm_profile_path() if choice == 'shm' else None
+    environment = with_dds_profile(dict(os.environ), profile)
+    os.environ.clear()
+    os.environ.update(environment)
+    return profile
+
+
+def add_dds_profile_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``--dds-profile`` (see use_dds_profile)."""
+    parser.add_argument(
+        '--dds-profile', choices=('shm', 'default'), default='shm',
+        help="'shm' (default): the shipped shared-memory profile for the node and the cameras; "
+        "'default': Fast DDS's own transports (large frames over UDP)",
+    )  # fmt: skip
 
 
 def start_node(model: str | None, scratch: Path, *params: str) -> subprocess.Popen:
@@ -114,6 +164,7 @@ def stop_node(process: subprocess.Popen) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Run the load test and return its figures."""
+    use_dds_profile(args.dds_profile)
     scratch = tempfile.TemporaryDirectory(prefix='vicrop-load-')
     node_process = start_node(
         args.model, Path(scratch.name), f'max_pending:={args.max_pending}', 'max_new_tokens:=4',
@@ -141,7 +192,7 @@ def run(args: argparse.Namespace) -> dict:
             if time.monotonic() > deadline or node_process.poll() is not None:
                 raise RuntimeError('the vicrop node did not come up')
             time.sleep(0.1)
-        start_streams(node, head, wrist, args, stop)
+        gaps = start_streams(node, head, wrist, args, stop)
         time.sleep(2.0)  # frames flowing, model warm enough to start
         process = psutil.Process(node_process.pid)
         rss_start = process.memory_info().rss
@@ -192,6 +243,9 @@ def run(args: argparse.Namespace) -> dict:
         'node_rss_end_mb': round(rss_end / 2**20, 1),
         'node_cpu_s': round(cpu_s, 1),
         'cameras': f'{args.head} + {args.wrist} at {args.camera_rate} Hz',
+        'dds_profile': args.dds_profile,
+        # The longest pause of each camera's publisher: a STALE_IMAGE is honest only after one.
+        'publish_gap_max_ms': {name: round(gap[0] * 1000, 1) for name, gap in gaps.items()},
         **({'rss_series_mb': rss_series} if args.soak else {}),
     }
 
@@ -225,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         'the answer counts every --report-every seconds',
     )  # fmt: skip
     parser.add_argument('--report-every', type=float, default=30.0, help='soak report period')
+    add_dds_profile_argument(parser)
     parser.add_argument('--json', action='store_true', help='print one JSON object')
     args = parser.parse_args(argv)
     if args.soak:
@@ -252,7 +307,9 @@ def idle_main(argv: list[str] | None = None) -> int:
     parser.add_argument('--camera-rate', type=float, default=30.0, help='frames per second')
     parser.add_argument('--model', help='model id or directory (default: a tiny random LLaVA)')
     parser.add_argument('--json', action='store_true', help='print one JSON object')
+    add_dds_profile_argument(parser)
     args = parser.parse_args(argv)
+    use_dds_profile(args.dds_profile)
     scratch = tempfile.TemporaryDirectory(prefix='vicrop-idle-')
     node_process = start_node(args.model, Path(scratch.name))
     context = rclpy.Context()
@@ -281,6 +338,7 @@ def idle_main(argv: list[str] | None = None) -> int:
         scratch.cleanup()
     figures = {
         'cameras': f'{args.head} + {args.wrist} at {args.camera_rate:g} Hz (rgb8, raw)',
+        'dds_profile': args.dds_profile,
         'window_s': round(wall_s, 1),
         'node_cpu_pct_of_one_core': round(100 * cpu_s / wall_s, 1),
     }

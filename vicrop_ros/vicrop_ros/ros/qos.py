@@ -16,6 +16,25 @@ from rclpy.qos import (
     qos_profile_sensor_data,
 )
 
+# The environment variables that point Fast DDS at an XML profile (Jazzy's, then Kilted's name).
+FASTDDS_PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE')
+
+
+def shm_profile_path() -> str:
+    """Return the installed shared-memory profile for large images (config/fastdds_shm.xml)."""
+    from pathlib import Path
+
+    from ament_index_python.packages import get_package_share_directory
+
+    return str(Path(get_package_share_directory('vicrop_ros')) / 'config' / 'fastdds_shm.xml')
+
+
+def with_dds_profile(env: dict[str, str], profile: str | None) -> dict[str, str]:
+    """Return ``env`` pointing Fast DDS at ``profile`` (None: at no profile, the defaults)."""
+    env = {k: v for k, v in env.items() if k not in FASTDDS_PROFILE_VARIABLES}
+    return env | dict.fromkeys(FASTDDS_PROFILE_VARIABLES, profile) if profile else env
+
+
 # Camera reliability parameter values; 'auto' matches the publishers (see camera_reliability).
 RELIABILITY_CHOICES = ('auto', 'reliable', 'best_effort')
 
