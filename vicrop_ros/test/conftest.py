@@ -15,7 +15,7 @@ settings.load_profile('vicrop')
 @pytest.fixture(scope='session')
 def tiny_model_dir(tmp_path_factory) -> Callable[[str], Path]:
     """Return a function family -> directory of that family's tiny model (built on first use)."""
-    from vicrop_ros.models.tiny import make_tiny_model
+    from vicrop_ros.testing.tiny import make_tiny_model
 
     built: dict[str, Path] = {}
 

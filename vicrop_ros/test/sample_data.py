@@ -6,7 +6,9 @@ import zlib
 import cv2
 import numpy as np
 
-FAMILIES = ('llava', 'instructblip', 'qwen2_5_vl')
+from vicrop_ros.models.registry import FAMILY_NAMES
+
+FAMILIES = FAMILY_NAMES  # every supported family, as the family-parametrised tests run them
 
 
 def random_image(width: int, height: int, seed: int = 0) -> np.ndarray:

@@ -4,6 +4,7 @@ from pathlib import Path
 import re
 
 from vicrop_interfaces.msg import Answer
+from vicrop_ros.models.registry import FAMILIES
 from vicrop_ros.ros.jobs import STATUS_NAMES
 from vicrop_ros.ros.params import SPECS
 
@@ -33,3 +34,18 @@ def test_the_parameter_table_lists_every_parameter():
     for row in table_rows('parameter'):
         documented |= {name.strip('` ') for name in re.split(r'[,/]', row[0])}
     assert documented == {spec.name for spec in SPECS}
+
+
+def test_the_family_table_is_the_registry():
+    documented = [tuple(row) for row in table_rows('family')]
+    expected = [
+        (
+            family.title,
+            f'`{family.name}`',
+            f'`{family.checkpoint}`',
+            '{} of {}'.format(*family.adapter.paper_layer),
+            'yes' if family.adapter.shares_prefix else 'no',
+        )
+        for family in FAMILIES
+    ]
+    assert documented == expected

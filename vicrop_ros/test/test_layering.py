@@ -2,8 +2,9 @@
 Dependencies point inward: ros -> models -> core.
 
 ``core/`` may import only the standard library, numpy, torch and ``vicrop_ros.core``;
-``models/`` may import anything except ROS (rclpy, message/interface packages) and
-``vicrop_ros.ros``.
+``models/`` may import anything except ROS (rclpy, message/interface packages),
+``vicrop_ros.ros`` and the test models of ``vicrop_ros.testing``; ``testing/`` (test-model
+recipes) anything except ROS and ``vicrop_ros.ros``.
 """
 
 import ast
@@ -54,9 +55,10 @@ def violations(source: str, module: str) -> list[str]:
                 or name == 'vicrop_ros.core'
                 or name.startswith('vicrop_ros.core.')
             )
-        elif layer == 'models':
-            ok = not ROS_MODULE.match(top) and not (
-                name == 'vicrop_ros.ros' or name.startswith('vicrop_ros.ros.')
+        elif layer in ('models', 'testing'):
+            outward = ('vicrop_ros.ros',) + (('vicrop_ros.testing',) if layer == 'models' else ())
+            ok = not ROS_MODULE.match(top) and not any(
+                name == banned or name.startswith(banned + '.') for banned in outward
             )
         else:
             ok = True
@@ -72,7 +74,7 @@ def package_modules(layer: str) -> list[tuple[Path, str]]:
     return [(f, '.'.join(f.relative_to(root).with_suffix('').parts)) for f in files]
 
 
-@pytest.mark.parametrize('layer', ['core', 'models'])
+@pytest.mark.parametrize('layer', ['core', 'models', 'testing'])
 def test_layer_imports_point_inward(layer):
     modules = package_modules(layer)
     assert modules, f'no modules found under {layer}/'
@@ -94,6 +96,8 @@ def test_layer_imports_point_inward(layer):
         ('vicrop_ros.models.llava', 'from vicrop_interfaces.msg import Answer'),
         ('vicrop_ros.models.llava', 'def load():\n    from std_msgs.msg import Header\n'),
         ('vicrop_ros.models.llava', 'from ..ros import node'),
+        ('vicrop_ros.models.llava', 'from ..testing.tiny import make_tiny_model'),
+        ('vicrop_ros.testing.recipes.llava', 'import rclpy'),
     ],
 )
 def test_checker_catches_planted_violation(module, source):
@@ -116,6 +120,7 @@ def test_checker_catches_planted_violation(module, source):
             'import transformers\nfrom ..core import Box\nimport PIL.Image',
         ),
         ('vicrop_ros.ros.node', 'import rclpy\nfrom ..models import load_model'),
+        ('vicrop_ros.testing.recipes.qwen2_5_vl', 'from ...models.qwen2_5_vl import Adapter'),
     ],
 )
 def test_checker_allows_inward_imports(module, source):

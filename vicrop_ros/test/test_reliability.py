@@ -192,6 +192,15 @@ def test_row_padded_images_are_answered_about_the_right_size(served, encoding, p
     assert (answer.image_width, answer.image_height) == (48, 32)
 
 
+def test_special_tokens_typed_in_a_question_are_answered_as_text(served):
+    client, process = served
+    request = good_request('typed-image-tokens')
+    request.question, request.method = 'What do <image> and <image><image> mean?', 'rel_att'
+    answer = client.call_ask(request)
+    assert answer.status == Answer.OK, answer
+    assert process.poll() is None
+
+
 @pytest.mark.parametrize('size', [(20000, 20), (20, 20000)], ids=['wide', 'tall'])
 def test_long_thin_images_are_answered(served, size):
     client, process = served

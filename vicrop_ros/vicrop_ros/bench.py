@@ -28,6 +28,7 @@ from .core import Box, SaliencyMap, Vicrop, VicropConfig, crop, project_to_image
 from .core.geometry import image_size
 from .core.saliency import safe_ratio
 from .models.base import HfVisionLanguageModel
+from .models.loader import locate
 
 QUESTION = 'What does the small label on the bottle say?'
 
@@ -186,9 +187,12 @@ def load_eager_twin(model: HfVisionLanguageModel) -> HfVisionLanguageModel:
     The parameters stay trainable, as ``from_pretrained`` leaves them and the reference keeps
     them, so its attention passes record the autograd graph over the whole model.
     """
+    source, offline = locate(model.name)
     eager = (
         model.transformers_class()
-        .from_pretrained(model.name, attn_implementation='eager', dtype=model.model.dtype)
+        .from_pretrained(
+            source, attn_implementation='eager', dtype=model.model.dtype, local_files_only=offline
+        )
         .to(model.device)
     )
     twin = type(model)(model.name, eager, model.processor)

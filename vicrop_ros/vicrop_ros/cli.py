@@ -18,13 +18,7 @@ from pathlib import Path
 import platform
 import sys
 
-METHODS = ('rel_att', 'grad_att', 'pure_grad', 'none')
-TINY_FAMILIES = (
-    'llava',
-    'instructblip',
-    'qwen2_5_vl',
-    'llava_mid',
-)  # llava_mid: ~170 M, benchmarks
+from .testing import MODEL_NAMES as TINY_MODELS
 
 
 class UsageError(Exception):
@@ -69,15 +63,44 @@ def _read_rgb(path: Path):
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _load_model(args: argparse.Namespace):
+    """Load ``--model`` with the loading options of ``ask`` and ``bench`` (ValueError if not)."""
+    from .models.loader import load_model
+
+    return load_model(
+        args.model, device=args.device, dtype=args.dtype, allow_download=args.allow_download,
+        pixel_budget=(args.min_pixels, args.max_pixels),
+    )  # fmt: skip
+
+
+def _add_loading_arguments(command: argparse.ArgumentParser) -> None:
+    """Add the model-loading options (the node's parameters of the same names)."""
+    command.add_argument(
+        '--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:N'"
+    )
+    command.add_argument(
+        '--dtype', default='auto', help="'auto', 'float32', 'bfloat16', 'float16'"
+    )
+    command.add_argument(
+        '--allow-download', action='store_true',
+        help='download a model id missing from the local Hugging Face cache',
+    )  # fmt: skip
+    command.add_argument(
+        '--min-pixels', type=int, default=0, help="Qwen: fewest pixels per image (0: checkpoint's)"
+    )
+    command.add_argument(
+        '--max-pixels', type=int, default=0, help="Qwen: most pixels per image (0: checkpoint's)"
+    )
+
+
 def _ask(args: argparse.Namespace) -> int:
     """Answer one question about one image file and print the result."""
     image = _read_rgb(Path(args.image))
     from .core import Vicrop, VicropConfig
-    from .models.loader import load_model
 
     try:
         config = VicropConfig(method=args.method, max_new_tokens=args.max_new_tokens)
-        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        model = _load_model(args)
         result = Vicrop(model, config)(image, args.question)
     except ValueError as error:
         raise UsageError(str(error)) from None
@@ -114,10 +137,9 @@ def _bench(args: argparse.Namespace) -> int:
     import platform
 
     from .bench import bench_images, format_table, load_eager_twin, run_bench
-    from .models.loader import load_model
 
     try:
-        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        model = _load_model(args)
     except ValueError as error:
         raise UsageError(str(error)) from None
     eager = None if args.no_reference else load_eager_twin(model)
@@ -148,7 +170,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny random model and print its directory."""
-    from .models.tiny import make_tiny_model
+    from .testing.tiny import make_tiny_model
 
     print(make_tiny_model(args.family, args.out, seed=args.seed))
     return 0
@@ -156,6 +178,8 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of ``vicrop`` with one subparser per subcommand."""
+    from .core.config import Method
+
     parser = argparse.ArgumentParser(prog='vicrop', description=__doc__.strip().splitlines()[0])
     commands = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
 
@@ -163,11 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument('--model', required=True, help='Hugging Face id or directory')
     ask.add_argument('--image', required=True, help='image file (PNG, JPEG, ...)')
     ask.add_argument('--question', required=True)
-    ask.add_argument('--method', choices=METHODS, default='rel_att')
-    ask.add_argument(
-        '--device', default='auto', help="'auto' (CUDA if available), 'cpu', 'cuda:N'"
-    )
-    ask.add_argument('--dtype', default='auto', help="'auto', 'float32', 'bfloat16', 'float16'")
+    ask.add_argument('--method', choices=[m.value for m in Method], default=Method.REL_ATT.value)
+    _add_loading_arguments(ask)
     ask.add_argument('--max-new-tokens', type=int, default=16)
     ask.add_argument('--json', action='store_true', help='print one JSON object')
     ask.add_argument('--saliency-out', metavar='PNG', help='write the heatmap with the box here')
@@ -181,14 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--repeats', type=int, default=3)
     bench.add_argument('--warmup', type=int, default=1)
     bench.add_argument('--max-new-tokens', type=int, default=8)
-    bench.add_argument('--device', default='auto')
-    bench.add_argument('--dtype', default='auto')
+    _add_loading_arguments(bench)
     bench.add_argument('--no-reference', action='store_true', help='skip the reference pipeline')
     bench.add_argument('--json', action='store_true', help='print one JSON object')
     bench.set_defaults(run=_bench)
 
     tiny = commands.add_parser('make-tiny-model', help='write a tiny random model (offline)')
-    tiny.add_argument('--family', choices=TINY_FAMILIES, required=True)
+    tiny.add_argument('--family', choices=TINY_MODELS, required=True)
     tiny.add_argument('--out', required=True, help='directory to write')
     tiny.add_argument('--seed', type=int, default=0)
     tiny.set_defaults(run=_make_tiny_model)

@@ -20,19 +20,19 @@ import torch
 
 from .bench import QUESTION, bench_images, timed
 from .core import Vicrop, VicropConfig, crop
-from .models.llava import LlavaModel
-from .models.tiny import build_llava
+from .models.llava import LlavaAdapter
+from .testing.recipes.llava import build as build_llava
 
 
-def build(size: str, device: torch.device, dtype: torch.dtype) -> LlavaModel:
+def build(size: str, device: torch.device, dtype: torch.dtype) -> LlavaAdapter:
     """Build a random LLaVA-1.5 of ``size`` directly on ``device`` with the probe attention."""
     model_class, config, processor = build_llava(size)
     torch.manual_seed(0)
     with torch.device(device):
         model = model_class._from_config(
-            config, dtype=dtype, attn_implementation=LlavaModel.attention_implementation
+            config, dtype=dtype, attn_implementation=LlavaAdapter.attention_implementation
         )
-    return LlavaModel(f'random LLaVA-1.5 ({size})', model.eval(), processor)
+    return LlavaAdapter(f'random LLaVA-1.5 ({size})', model.eval(), processor)
 
 
 def percentiles(samples: list[float]) -> dict:

@@ -67,10 +67,16 @@ def project_to_image(
     exactly; ``cell_size`` defaults to the smallest cell side among ``maps``. Each output cell
     takes the value of the map cell under its centre; cells no map covers are 0. Maps must not
     overlap (tiles); where they do, the later map wins.
+
+    One map that spans exactly the whole image already tiles it: it is returned as it is (a
+    Qwen map, whose cells are not square, keeps its rows and columns), unless ``cell_size``
+    asks for another grid.
     """
     if not maps:
         raise ValueError('no saliency maps to project')
     width, height = image_size
+    if cell_size is None and len(maps) == 1 and maps[0].extent == (0.0, 0.0, width, height):
+        return maps[0].values.astype(np.float32)
     cell = cell_size or min(min(m.cell_size) for m in maps)
     rows, cols = max(1, round(height / cell)), max(1, round(width / cell))
     centres_x = (np.arange(cols) + 0.5) * (width / cols)  # (cols,)
@@ -137,9 +143,10 @@ def high_pass_mask(image: torch.Tensor, median_size: int = 7) -> torch.Tensor:
     Return where an image has more fine detail than its median: the pure-grad mask.
 
     ``image``: (channels, H, W) float at the model's input resolution. High-pass = image minus its
-    3x3 Gaussian blur (sigma 0.8, kernel [1, 2, 1] / 4 per axis, edges replicated), L2 norm over
-    channels, then a ``median_size`` median filter (zero padding). Result: (H, W) bool, true above
-    the median of the filtered map.
+    3x3 blur by the binomial kernel [1, 2, 1] / 4 per axis (edges replicated): the kernel OpenCV's
+    ``GaussianBlur`` uses for a 3x3 window with sigma 0, whose nominal sigma is 0.8; the kernel's
+    own standard deviation is 0.71 px. Then the L2 norm over channels and a ``median_size`` median
+    filter (zero padding). Result: (H, W) bool, true above the median of the filtered map.
     """
     channels = image.shape[0]
     taps = torch.tensor([1.0, 2.0, 1.0], dtype=torch.float32) / 4

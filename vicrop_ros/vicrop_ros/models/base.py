@@ -30,7 +30,7 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from transformers import AutoProcessor, DynamicCache, StoppingCriteria, StoppingCriteriaList
+from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from ..core.config import Method, VicropConfig
 from ..core.geometry import Extent, image_size, whole_image_extent
@@ -63,6 +63,25 @@ class Forward:
         chosen = self.token_to_patch if weights is None else weights
         first = self.first_patch
         return chosen[..., first:].mean(dim=1)
+
+
+# Put inside a special token's text typed by a user, so that it reads as text (U+2060 WORD JOINER,
+# invisible and kept by the NFC/NFKC normalisers of the supported tokenizers).
+TEXT_BREAK = '\u2060'
+
+
+def plain_text(text: str, special_texts: Sequence[str]) -> str:
+    """
+    Return ``text`` with every occurrence of ``special_texts`` broken so it tokenizes as text.
+
+    A question typed as ``What does <image> mean?`` must never become image tokens (the model
+    would get more image slots than images) nor a turn marker: a word joiner after the first
+    character keeps what a person reads and changes what the tokenizer sees.
+    """
+    for special in sorted(special_texts, key=len, reverse=True):
+        if len(special) > 1 and special in text:
+            text = text.replace(special, special[0] + TEXT_BREAK + special[1:])
+    return text
 
 
 def choose_layer(name: str, configured: int | None, paper: tuple[int, int], depth: int) -> int:
@@ -117,8 +136,31 @@ class HfVisionLanguageModel:
     A transformers multimodal LLM wrapped for ViCrop (implements ``VisionLanguageModel``).
 
     ``model`` is loaded with the ``vicrop_probe`` attention on its language model; parameters are
-    frozen. Subclasses set the class attributes and implement the hooks below.
+    frozen. A family (``models/<family>.py``, docs/adding-a-family.md) provides:
+
+    * required: :attr:`processor_class`, :attr:`paper_layer` and :meth:`transformers_class`
+      (checked when the subclass is defined);
+    * where its checkpoints differ from the defaults (LLaVA-like: a chat template, a square input
+      of ``vision_config.image_size``, one token per patch): :meth:`model_view`,
+      :meth:`prompt`, :meth:`encode`, :meth:`forward`, :meth:`patch_grid`,
+      :meth:`pixel_images`, :meth:`image_tokens`, :attr:`input_size`, :attr:`decoder_layers`,
+      :attr:`output_head`, :meth:`apply_pixel_budget`, :attr:`question_template`,
+      :attr:`attention_implementation`;
+    * for prefix sharing (:attr:`shares_prefix`): :meth:`images_after_first`.
+
+    Everything else (the three methods, prefix sharing, answers, the context check) is shared.
     """
+
+    REQUIRED: ClassVar[tuple[str, ...]] = ('processor_class', 'paper_layer')
+
+    def __init_subclass__(cls, **kwargs):
+        """Refuse a family that leaves out a required class attribute."""
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in cls.REQUIRED if not hasattr(cls, name)]
+        if cls.transformers_class is HfVisionLanguageModel.transformers_class:
+            missing.append('transformers_class')
+        if missing:
+            raise TypeError(f'model family {cls.__name__} must define {", ".join(missing)}')
 
     # The paper's attention layer for the depth of the paper's checkpoint: (layer, depth).
     paper_layer: ClassVar[tuple[int, int]]
@@ -129,6 +171,8 @@ class HfVisionLanguageModel:
         '{question}\nAnswer the question using a single word or phrase.'
     )
 
+    # The processor class the family is loaded with (see load_processor).
+    processor_class: ClassVar[type]
     # Attention implementation per sub-config: the probe on the language model, SDPA elsewhere.
     attention_implementation: ClassVar[dict[str, str]] = {
         'text_config': PROBE_ATTENTION,
@@ -140,10 +184,31 @@ class HfVisionLanguageModel:
         """Return the transformers model class of the family."""
         raise NotImplementedError
 
+    @classmethod
+    def load_processor(cls, name_or_path: str, trust_remote_code: bool = False, **options):
+        """
+        Load the family's processor (image processor, tokenizer, chat template).
+
+        Always :attr:`processor_class`, never ``AutoProcessor``: a hub ``processor_config.json``
+        may name a video processor (InstructBLIP's does) that needs torchvision.
+        ``options`` go to ``from_pretrained`` (e.g. ``local_files_only``).
+        """
+        return cls.processor_class.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, **options
+        )
+
     @staticmethod
-    def load_processor(name_or_path: str, trust_remote_code: bool = False):
-        """Load the family's processor (image processor, tokenizer, chat template)."""
-        return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    def apply_pixel_budget(processor, min_pixels: int, max_pixels: int) -> None:
+        """
+        Set the processor's pixels per image (0: the checkpoint's); a fixed-input family has none.
+
+        Raises ValueError when a budget is asked of a family whose input size is fixed.
+        """
+        if min_pixels or max_pixels:
+            raise ValueError(
+                'min_pixels/max_pixels apply to families that resize to a pixel budget (Qwen); '
+                'this model has a fixed input size'
+            )
 
     def __init__(self, name: str, model: torch.nn.Module, processor):
         """Wrap a loaded ``model`` and its ``processor``; ``name``: the id or path loaded."""
@@ -255,6 +320,19 @@ class HfVisionLanguageModel:
     # ----- shared ---------------------------------------------------------------------------
 
     @property
+    def stop_token_ids(self) -> list[int]:
+        """
+        Return the ids that end an answer: the tokenizer's EOS, and any the checkpoint names.
+
+        The tokenizer decides: a hub ``generation_config.json`` may name another id (InstructBLIP
+        Vicuna's says 1, its ``</s>`` is 2), and an answer must still stop at ``</s>``.
+        """
+        named = self.model.generation_config.eos_token_id
+        named = [] if named is None else [named] if isinstance(named, int) else list(named)
+        eos = self.processor.tokenizer.eos_token_id
+        return list(dict.fromkeys(([] if eos is None else [eos]) + named))
+
+    @property
     def context_length(self) -> int:
         """Return the language model's context in tokens (config ``max_position_embeddings``)."""
         return int(self.model.config.get_text_config().max_position_embeddings)
@@ -266,8 +344,14 @@ class HfVisionLanguageModel:
         )
 
     def format_question(self, question: str, config: VicropConfig) -> str:
-        """Put ``question`` into the configured template, or the family's default."""
-        return (config.question_template or self.question_template).format(question=question)
+        """Put ``question``, as plain text, into the configured template or the family's."""
+        text = plain_text(question, self.special_texts)
+        return (config.question_template or self.question_template).format(question=text)
+
+    @property
+    def special_texts(self) -> tuple[str, ...]:
+        """Return the texts the family's tokenizers read as special tokens (``<image>``, ...)."""
+        return tuple(self.processor.tokenizer.added_tokens_encoder)
 
     def greedy(self, config: VicropConfig, stop: StopCheck | None, **inputs) -> torch.Tensor:
         """
@@ -281,6 +365,8 @@ class HfVisionLanguageModel:
             max_new_tokens=config.max_new_tokens,
             do_sample=False,
             stopping_criteria=criteria,
+            eos_token_id=self.stop_token_ids,
+            pad_token_id=self.processor.tokenizer.pad_token_id,
         )
         if stop is not None and stop():
             raise Canceled('canceled while decoding the answer')

@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from transformers import InstructBlipForConditionalGeneration
+from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
 from ..core.config import VicropConfig
 from ..core.pipeline import StopCheck
@@ -12,7 +12,7 @@ from .attention import PROBE_ATTENTION
 from .base import Forward, HfVisionLanguageModel, choose_layer
 
 
-class InstructBlipModel(HfVisionLanguageModel):
+class InstructBlipAdapter(HfVisionLanguageModel):
     """
     InstructBLIP: the language model sees 32 query tokens, not patches.
 
@@ -22,6 +22,7 @@ class InstructBlipModel(HfVisionLanguageModel):
     Q-Former's cross-attention layer 2 of 6. The processor resizes the whole image to a square.
     """
 
+    processor_class = InstructBlipProcessor  # the hub names InstructBlipVideoProcessor
     paper_layer = (15, 32)
     paper_qformer_layer = (2, 6)  # index among the Q-Former's cross-attention layers
     question_template = 'Question: {question} Short answer:'
@@ -57,6 +58,12 @@ class InstructBlipModel(HfVisionLanguageModel):
         qformer = self.model.config.qformer_config
         count = len(range(0, qformer.num_hidden_layers, qformer.cross_attention_frequency))
         return choose_layer('qformer_layer', config.qformer_layer, self.paper_qformer_layer, count)
+
+    @property
+    def special_texts(self) -> tuple[str, ...]:
+        """Return the special texts of the language model's and the Q-Former's tokenizers."""
+        qformer = tuple(self.processor.qformer_tokenizer.added_tokens_encoder)
+        return tuple(dict.fromkeys(super().special_texts + qformer))
 
     def image_tokens(self, width: int, height: int) -> int:
         """Return the query tokens of one image, whatever its size."""

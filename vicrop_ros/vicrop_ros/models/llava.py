@@ -2,7 +2,7 @@
 
 import cv2
 import numpy as np
-from transformers import LlavaForConditionalGeneration
+from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from ..core.geometry import Extent, image_size, pad_to_square
 from .base import HfVisionLanguageModel
@@ -12,7 +12,7 @@ from .base import HfVisionLanguageModel
 PAD_GROWTH_LIMIT = 4
 
 
-class LlavaModel(HfVisionLanguageModel):
+class LlavaAdapter(HfVisionLanguageModel):
     """
     LLaVA-1.5: one block of image tokens per image, each token one CLIP patch (row-major grid).
 
@@ -23,6 +23,8 @@ class LlavaModel(HfVisionLanguageModel):
 
     paper_layer = (14, 32)
     shares_prefix = True
+
+    processor_class = LlavaProcessor
 
     @staticmethod
     def transformers_class() -> type:

@@ -2,21 +2,16 @@
 
 from pathlib import Path
 
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.constants import HF_HUB_CACHE
 import torch
 from transformers import AutoConfig
+from transformers.utils import CONFIG_NAME
 from transformers.utils import logging as transformers_logging
 
 from .base import HfVisionLanguageModel
-from .instructblip import InstructBlipModel
-from .llava import LlavaModel
-from .qwen2_5_vl import Qwen25VLModel
+from .registry import FAMILY_NAMES, family_named
 
-# config.model_type -> adapter
-FAMILIES: dict[str, type[HfVisionLanguageModel]] = {
-    'llava': LlavaModel,
-    'qwen2_5_vl': Qwen25VLModel,
-    'instructblip': InstructBlipModel,
-}
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 
 
@@ -42,58 +37,98 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def family_of(name_or_path: str, trust_remote_code: bool = False) -> type[HfVisionLanguageModel]:
+def locate(name_or_path: str, allow_download: bool = False) -> tuple[str, bool]:
     """
-    Return the adapter class for the model at ``name_or_path`` (id or directory).
+    Return (what to load, whether to stay off the network) for a model id or directory.
 
-    Raises ValueError for a missing path, an unreadable config or an unsupported model type.
+    A directory loads as it is. A hub id loads from the local Hugging Face cache only, unless
+    ``allow_download``; one that is not cached fails at once (ValueError) with how to fetch it,
+    instead of retrying a network the robot may not have.
     """
     path = Path(name_or_path).expanduser()
-    if name_or_path.startswith(('/', '.', '~')) and not path.is_dir():
+    if path.is_dir():
+        return str(path), True
+    if name_or_path.startswith(('/', '.', '~')):
         raise ValueError(f'model path {name_or_path!r} is not a directory')
+    if allow_download:
+        return name_or_path, False
     try:
-        config = AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        cached = try_to_load_from_cache(name_or_path, CONFIG_NAME)
+    except ValueError as error:  # not a valid repo id either
+        reason = f'{name_or_path!r} is neither a directory nor a model id: {error}'
+        raise ValueError(reason) from None
+    if not isinstance(cached, str):
+        raise ValueError(
+            f'model {name_or_path!r} is not in the local Hugging Face cache ({HF_HUB_CACHE}); '
+            f'fetch it once with `hf download {name_or_path}`, or set allow_download to true'
+        )
+    return name_or_path, True
+
+
+def family_of(
+    name_or_path: str, trust_remote_code: bool = False, local_files_only: bool = True
+) -> type[HfVisionLanguageModel]:
+    """
+    Return the adapter class for the model at ``name_or_path`` (id or directory; see locate).
+
+    Raises ValueError for an unreadable config or an unsupported model type.
+    """
+    try:
+        config = AutoConfig.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, local_files_only=local_files_only
+        )
     except (OSError, ValueError) as error:
         raise ValueError(f'cannot load a model config from {name_or_path!r}: {error}') from None
-    adapter = FAMILIES.get(config.model_type)
-    if adapter is None:
+    family = family_named(config.model_type)
+    if family is None:
         raise ValueError(
             f'unsupported model type {config.model_type!r} ({name_or_path}); '
-            f'supported: {", ".join(FAMILIES)}'
+            f'supported: {", ".join(FAMILY_NAMES)}'
         )
-    return adapter
+    return family.adapter
 
 
 def load_processor(name_or_path: str, trust_remote_code: bool = False):
     """Load the processor of a supported model the way :func:`load_model` does."""
-    family = family_of(name_or_path, trust_remote_code)
-    return family.load_processor(name_or_path, trust_remote_code)
+    source, offline = locate(name_or_path)
+    family = family_of(source, trust_remote_code, offline)
+    return family.load_processor(source, trust_remote_code, local_files_only=offline)
 
 
 def load_model(
-    name_or_path: str, device: str = 'auto', dtype: str = 'auto', trust_remote_code: bool = False
+    name_or_path: str,
+    device: str = 'auto',
+    dtype: str = 'auto',
+    trust_remote_code: bool = False,
+    allow_download: bool = False,
+    pixel_budget: tuple[int, int] = (0, 0),
 ) -> HfVisionLanguageModel:
     """
     Load a supported multimodal LLM with its processor, ready for ViCrop.
 
-    ``name_or_path``: a Hugging Face model id (from the local cache when offline) or a directory
-    written by ``save_pretrained``. Supported ``model_type``s: the keys of :data:`FAMILIES`.
-    ``trust_remote_code``: allow Python code shipped with the checkpoint to run (off: the
-    supported families are built into transformers). Raises ValueError for a missing path, an
-    unsupported model or an unusable device/dtype.
+    ``name_or_path``: a directory written by ``save_pretrained``, or a Hugging Face model id,
+    read from the local cache (downloaded only with ``allow_download``). Supported
+    ``model_type``s: :data:`~.registry.FAMILY_NAMES`. ``trust_remote_code``: allow Python code
+    shipped with the checkpoint to run (off: the supported families are built into
+    transformers). ``pixel_budget``: (min_pixels, max_pixels) of each image for families that
+    resize to a pixel budget (Qwen); 0 keeps the checkpoint's value. Raises ValueError for a
+    missing path, an uncached id, an unsupported model or an unusable device/dtype/budget.
     """
-    adapter = family_of(name_or_path, trust_remote_code)
+    source, offline = locate(name_or_path, allow_download)
+    adapter = family_of(source, trust_remote_code, offline)
     torch_device = resolve_device(device)
     transformers_logging.disable_progress_bar()  # no terminal progress bars in robot logs
+    processor = adapter.load_processor(source, trust_remote_code, local_files_only=offline)
+    adapter.apply_pixel_budget(processor, *pixel_budget)
     model = (
         adapter.transformers_class()
         .from_pretrained(
-            name_or_path,
+            source,
             dtype=resolve_dtype(dtype, torch_device),
             attn_implementation=adapter.attention_implementation,
             trust_remote_code=trust_remote_code,
+            local_files_only=offline,
         )
         .to(torch_device)
     )
-    processor = adapter.load_processor(name_or_path, trust_remote_code)
     return adapter(name_or_path, model, processor)

@@ -1,8 +1,7 @@
 """Qwen2.5-VL: native-resolution vision with 2x2 patch merging; rectangular token grids."""
 
 import torch
-from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
-from transformers.utils import is_torchvision_available
+from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor
 
 from .base import HfVisionLanguageModel
 
@@ -22,7 +21,7 @@ class Qwen2_5_VLImageTextProcessor(Qwen2_5_VLProcessor):  # noqa: N801 (transfor
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
 
-class Qwen25VLModel(HfVisionLanguageModel):
+class Qwen2_5_VLAdapter(HfVisionLanguageModel):  # noqa: N801 (transformers' naming)
     """
     Qwen2.5-VL: an image of (H, W) resized pixels gives (H/28) x (W/28) tokens, row-major.
 
@@ -30,6 +29,7 @@ class Qwen25VLModel(HfVisionLanguageModel):
     The paper reads layer 22 of 36 (Qwen2.5-VL-3B) and used 224 px as the box base size.
     """
 
+    processor_class = Qwen2_5_VLImageTextProcessor  # images and text, with or without torchvision
     paper_layer = (22, 36)
     paper_base_size = 224  # the paper's crop base size for Qwen2.5-VL (it has no fixed input size)
 
@@ -38,19 +38,26 @@ class Qwen25VLModel(HfVisionLanguageModel):
         """Qwen2_5_VLForConditionalGeneration."""
         return Qwen2_5_VLForConditionalGeneration
 
-    @staticmethod
-    def load_processor(name_or_path: str, trust_remote_code: bool = False):
-        """Load the stock processor where torchvision exists, else the image+text one."""
-        if is_torchvision_available():
-            return AutoProcessor.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        return Qwen2_5_VLImageTextProcessor.from_pretrained(
-            name_or_path, trust_remote_code=trust_remote_code
-        )
-
     @property
     def input_size(self) -> int:
         """Return the paper's base size for Qwen2.5-VL."""
         return self.paper_base_size
+
+    @staticmethod
+    def apply_pixel_budget(processor, min_pixels: int, max_pixels: int) -> None:
+        """
+        Set the image processor's pixel budget; 0 keeps the checkpoint's value.
+
+        Every image (frame, tile, crop) is resized to between ``min_pixels`` and ``max_pixels``
+        pixels, aspect kept, sides multiples of 28: the main cost and accuracy knob (the paper
+        used max_pixels = 256 x 28 x 28 = 200704). Raises ValueError for min over max.
+        """
+        images = processor.image_processor
+        low = min_pixels or images.size['shortest_edge']
+        high = max_pixels or images.size['longest_edge']
+        if low > high:
+            raise ValueError(f'min_pixels {low} is over max_pixels {high}')
+        images.size = {'shortest_edge': low, 'longest_edge': high}
 
     def image_tokens(self, width: int, height: int) -> int:
         """Return the merged tokens of an image resized by the processor's pixel budget."""

@@ -139,7 +139,7 @@ def add_dds_profile_argument(parser: argparse.ArgumentParser) -> None:
 def start_node(model: str | None, scratch: Path, *params: str) -> subprocess.Popen:
     """Start ``vicrop_load`` (a tiny random LLaVA in ``scratch`` unless ``model`` is given)."""
     if model is None:
-        from ..models.tiny import make_tiny_model
+        from ..testing.tiny import make_tiny_model
 
         model = str(make_tiny_model('llava', scratch / 'tiny_llava'))
     command = [

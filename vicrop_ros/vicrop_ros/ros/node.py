@@ -355,7 +355,11 @@ def load_engine(settings: Settings):
     from ..core import Vicrop
     from ..models.loader import load_model
 
-    model = load_model(settings.model, settings.device, settings.dtype, settings.trust_remote_code)
+    model = load_model(
+        settings.model, settings.device, settings.dtype, settings.trust_remote_code,
+        allow_download=settings.allow_download,
+        pixel_budget=(settings.min_pixels, settings.max_pixels),
+    )  # fmt: skip
     return Vicrop(model, reuse_frames=settings.reuse_frames)
 
 

@@ -16,10 +16,11 @@ from rcl_interfaces.msg import (
 )
 from rclpy.node import Node
 
+from ..core.config import Method
 from .qos import RELIABILITY_CHOICES
 
 CAMERAS = ('head', 'wrist')
-METHODS = ('rel_att', 'grad_att', 'pure_grad', 'none')
+METHODS = tuple(method.value for method in Method)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,16 @@ SPECS: tuple[Spec, ...] = (
     Spec('trust_remote_code', False,
          'Let a checkpoint run its own Python code when loading (never needed for the supported '
          'families).', read_only=True),
+    Spec('allow_download', False,
+         'Let a model id that is not in the local Hugging Face cache be downloaded at start-up '
+         '(off: it fails at once, naming `hf download <id>`).', read_only=True),
+    Spec('min_pixels', 0,
+         'Qwen-family models: fewest pixels each image is resized to; 0 = the checkpoint\'s.',
+         read_only=True, minimum=0, maximum=1_000_000_000),
+    Spec('max_pixels', 0,
+         'Qwen-family models: most pixels each image is resized to (the main cost knob; the '
+         'paper used 200704 = 256 x 28 x 28); 0 = the checkpoint\'s.',
+         read_only=True, minimum=0, maximum=1_000_000_000),
     Spec('publish_saliency', True, 'Publish the heatmap-with-box image on ~/saliency.'),
     Spec('tile_threshold', 1024,
          'Frames with a longer side (pixels) get one saliency map per tile (a thin strip at '
@@ -134,6 +145,9 @@ class Settings:
     max_image_pixels: int
     max_question_length: int
     trust_remote_code: bool
+    allow_download: bool
+    min_pixels: int
+    max_pixels: int
     publish_saliency: bool
     tile_threshold: int
     reuse_frames: int

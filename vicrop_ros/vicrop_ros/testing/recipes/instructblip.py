@@ -1,0 +1,95 @@
+"""InstructBLIP-Vicuna (``Salesforce/instructblip-vicuna-7b``): ViT/14, a Q-Former, Vicuna."""
+
+from transformers import (
+    InstructBlipConfig,
+    InstructBlipForConditionalGeneration,
+    InstructBlipProcessor,
+    InstructBlipQFormerConfig,
+    InstructBlipVisionConfig,
+    PreTrainedTokenizerFast,
+)
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+from ..hub_layout import HubLayout
+from ..text import (
+    VISION_HEADS,
+    VISION_HIDDEN,
+    VISION_INTERMEDIATE,
+    VISION_LAYERS,
+    llama_text_config,
+    llama_tokenizer,
+    train_bpe,
+    with_prefix,
+)
+
+# The published input: 224 px ViT/14 (16 x 16 patches + CLS), a Q-Former with 32 learnt queries.
+IMAGE_SIZE = 224
+PATCH_SIZE = 14
+QFORMER_LAYERS = 4
+QFORMER_CROSS_ATTENTION_FREQUENCY = 2
+QFORMER_QUERY_TOKENS = 32
+QFORMER_MAX_POSITIONS = 512
+
+# The hub names a video processor (AutoProcessor would then need torchvision), its files are the
+# image processor's, and its generation config says bos 0 and eos 1 while the tokenizer's </s> is
+# id 2 (here too: <unk> 0, <s> 1, </s> 2).
+HUB = HubLayout(
+    'InstructBlipVideoProcessor',
+    files_processor_class='InstructBlipProcessor',
+    generation=(('bos_token_id', 0), ('eos_token_id', 1)),
+)
+
+
+def build(size: str = 'tiny'):
+    """Return (model class, config, processor) of the tiny InstructBLIP-Vicuna."""
+    if size != 'tiny':
+        raise ValueError(f'InstructBLIP has one test size, tiny; not {size!r}')
+    # '<image>' is in the vocabulary but not named as the tokenizer's ``image_token``:
+    # InstructBlipProcessor adds it itself (a no-op here, so its id stays fixed) and breaks when
+    # the tokenizer already names one (it then reads ``.content`` of a plain string).
+    tokenizer = llama_tokenizer(['<image>'], extra_special_tokens=['<image>'])
+    qformer = with_prefix(train_bpe(['[PAD]', '[UNK]', '[CLS]', '[SEP]']), '[CLS]', '[SEP]')
+    qformer_tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=qformer,
+        pad_token='[PAD]',
+        unk_token='[UNK]',
+        cls_token='[CLS]',
+        sep_token='[SEP]',
+        model_max_length=QFORMER_MAX_POSITIONS,
+    )
+    config = InstructBlipConfig(
+        vision_config=InstructBlipVisionConfig(
+            hidden_size=VISION_HIDDEN,
+            intermediate_size=VISION_INTERMEDIATE,
+            num_hidden_layers=VISION_LAYERS,
+            num_attention_heads=VISION_HEADS,
+            image_size=IMAGE_SIZE,
+            patch_size=PATCH_SIZE,
+        ),
+        qformer_config=InstructBlipQFormerConfig(
+            vocab_size=len(qformer_tokenizer),
+            hidden_size=VISION_HIDDEN,
+            num_hidden_layers=QFORMER_LAYERS,
+            num_attention_heads=VISION_HEADS,
+            intermediate_size=VISION_INTERMEDIATE,
+            cross_attention_frequency=QFORMER_CROSS_ATTENTION_FREQUENCY,
+            max_position_embeddings=QFORMER_MAX_POSITIONS,
+            pad_token_id=qformer_tokenizer.pad_token_id,
+        ),
+        text_config=llama_text_config(tokenizer),
+        num_query_tokens=QFORMER_QUERY_TOKENS,
+        image_token_index=tokenizer.convert_tokens_to_ids('<image>'),
+    )
+    image_processor = BlipImageProcessorPil(
+        size={'height': IMAGE_SIZE, 'width': IMAGE_SIZE},
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
+    )
+    processor = InstructBlipProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        qformer_tokenizer=qformer_tokenizer,
+        num_query_tokens=QFORMER_QUERY_TOKENS,
+    )
+    return InstructBlipForConditionalGeneration, config, processor

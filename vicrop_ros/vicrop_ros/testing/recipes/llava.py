@@ -1,0 +1,131 @@
+"""LLaVA-1.5 (``llava-hf/llava-1.5-7b-hf``): CLIP ViT/14 at 336 px, a projector, a Llama."""
+
+from dataclasses import dataclass
+
+from transformers import (
+    CLIPVisionConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from ..hub_layout import HubLayout
+from ..text import (
+    TEXT_HEADS,
+    TEXT_HIDDEN,
+    TEXT_INTERMEDIATE,
+    TEXT_KV_HEADS,
+    TEXT_LAYERS,
+    VISION_HEADS,
+    VISION_HIDDEN,
+    VISION_INTERMEDIATE,
+    VISION_LAYERS,
+    llama_text_config,
+    llama_tokenizer,
+)
+
+# The published input: 336 px, 14 px patches, a 24 x 24 grid (CLS dropped by 'default'). The
+# adapter reads these back from the saved config, never from here.
+IMAGE_SIZE = 336
+PATCH_SIZE = 14
+
+HUB = HubLayout(
+    'LlavaProcessor', chat_template_files=('chat_template.json', 'chat_template.jinja')
+)
+
+# LLaVA-1.5's conversation format: "USER: <image>\n{question} ASSISTANT:", one <image> line per
+# image item, in order.
+CHAT_TEMPLATE = (
+    '{% for message in messages %}'
+    '{% if message["role"] != "system" %}{{ message["role"] | upper }}: {% endif %}'
+    '{% if message["content"] is string %}{{ message["content"] }} '
+    '{% else %}'
+    '{% for item in message["content"] if item["type"] == "image" %}<image>\n{% endfor %}'
+    '{% for item in message["content"] if item["type"] == "text" %}{{ item["text"] }} {% endfor %}'
+    '{% endif %}'
+    '{% endfor %}'
+    '{% if add_generation_prompt %}ASSISTANT:{% endif %}'
+)
+
+
+@dataclass(frozen=True)
+class LlavaSize:
+    """Layer sizes of a LLaVA-1.5-shaped model (CLIP ViT/14 at 336 px + a Llama decoder)."""
+
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_intermediate: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    text_intermediate: int
+    vocab_size: int | None  # None: the tokenizer's size
+
+
+SIZES = {
+    # Tests: about 0.3 M parameters.
+    'tiny': LlavaSize(VISION_HIDDEN, VISION_LAYERS, VISION_HEADS, VISION_INTERMEDIATE,
+                      TEXT_HIDDEN, TEXT_LAYERS, TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE,
+                      None),
+    # CPU benchmarks: about 170 M parameters, 576 image tokens like the real model.
+    'mid': LlavaSize(256, 4, 4, 1024, 1024, 8, 16, 16, 2816, 32000),
+    # GPU benchmarks: the shape of LLaVA-1.5-7B (CLIP ViT-L/14-336 + Vicuna-7B), about 7 B.
+    '7b': LlavaSize(1024, 24, 16, 4096, 4096, 32, 32, 32, 11008, 32064),
+}  # fmt: skip
+
+
+def build(size: str = 'tiny'):
+    """Return (model class, config, processor) of a random LLaVA-1.5 of ``SIZES[size]``."""
+    shape = SIZES[size]
+    tokenizer = llama_tokenizer(
+        ['<image>'],
+        extra_special_tokens={'image_token': '<image>'},
+        chat_template=CHAT_TEMPLATE,
+    )
+    vision = CLIPVisionConfig(
+        hidden_size=shape.vision_hidden,
+        intermediate_size=shape.vision_intermediate,
+        num_hidden_layers=shape.vision_layers,
+        num_attention_heads=shape.vision_heads,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=shape.vision_hidden,
+    )
+    patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=llama_text_config(
+            tokenizer,
+            shape.text_hidden,
+            shape.text_layers,
+            shape.text_heads,
+            shape.text_kv_heads,
+            shape.text_intermediate,
+            shape.vocab_size,
+        ),  # fmt: skip
+        image_token_index=tokenizer.convert_tokens_to_ids('<image>'),
+        image_seq_length=patches,
+        vision_feature_select_strategy='default',
+        vision_feature_layer=-2,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    image_processor = CLIPImageProcessorPil(
+        size={'shortest_edge': IMAGE_SIZE},
+        crop_size={'height': IMAGE_SIZE, 'width': IMAGE_SIZE},
+        do_center_crop=True,
+        image_mean=OPENAI_CLIP_MEAN,
+        image_std=OPENAI_CLIP_STD,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy='default',
+        num_additional_image_tokens=1,
+        chat_template=CHAT_TEMPLATE,
+    )
+    return LlavaForConditionalGeneration, config, processor

@@ -1,0 +1,160 @@
+"""Qwen2.5-VL (``Qwen/Qwen2.5-VL-3B-Instruct``): a native-resolution ViT merging 2 x 2, Qwen2."""
+
+from transformers import (
+    PreTrainedTokenizerFast,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+)
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+from ...models.qwen2_5_vl import Qwen2_5_VLImageTextProcessor
+from ..hub_layout import HubLayout
+from ..text import (
+    TEXT_HEADS,
+    TEXT_HIDDEN,
+    TEXT_INTERMEDIATE,
+    TEXT_KV_HEADS,
+    TEXT_LAYERS,
+    TEXT_MAX_POSITIONS,
+    VISION_HEADS,
+    VISION_HIDDEN,
+    VISION_INTERMEDIATE,
+    VISION_LAYERS,
+    train_bpe,
+)
+
+# Qwen2.5-VL: 14 px patches merged 2 x 2, windowed attention in all but the last vision block.
+PATCH_SIZE = 14
+MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2
+WINDOW_SIZE = 112
+FULL_ATTENTION_BLOCKS = (1,)
+MROPE_SECTION = (2, 3, 3)  # temporal, height, width; sums to head_dim / 2
+ROPE_THETA = 1000000.0
+MIN_PIXELS = 56 * 56
+MAX_PIXELS = 256 * 28 * 28  # 200704: a 640 x 480 frame becomes 364 x 504 (26 x 36 patches)
+
+# Qwen2.5-VL's ChatML format, each image item as <|vision_start|><|image_pad|><|vision_end|> in
+# place, with the default system prompt when the messages have none.
+CHAT_TEMPLATE = (
+    '{% if messages[0]["role"] != "system" %}'
+    '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n'
+    '{% endif %}'
+    '{% for message in messages %}'
+    '<|im_start|>{{ message["role"] }}\n'
+    '{% if message["content"] is string %}{{ message["content"] }}'
+    '{% else %}'
+    '{% for item in message["content"] %}'
+    '{% if item["type"] == "image" %}<|vision_start|><|image_pad|><|vision_end|>'
+    '{% elif item["type"] == "video" %}<|vision_start|><|video_pad|><|vision_end|>'
+    '{% elif item["type"] == "text" %}{{ item["text"] }}'
+    '{% endif %}'
+    '{% endfor %}'
+    '{% endif %}'
+    '<|im_end|>\n'
+    '{% endfor %}'
+    '{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}'
+)
+
+
+def _as_published(image_processor: dict, processor: dict) -> None:
+    """
+    Write the hub's processor keys: ``min_pixels``/``max_pixels``, and a video processor entry.
+
+    The entry is written by hand: the video processor class cannot be built without torchvision.
+    """
+    size = image_processor.pop('size')
+    image_processor['min_pixels'] = size['shortest_edge']
+    image_processor['max_pixels'] = size['longest_edge']
+    processor['video_processor'] = {
+        'video_processor_type': 'Qwen2VLVideoProcessor',
+        'size': {'shortest_edge': MIN_PIXELS, 'longest_edge': MAX_PIXELS},
+        'patch_size': PATCH_SIZE,
+        'temporal_patch_size': TEMPORAL_PATCH_SIZE,
+        'merge_size': MERGE_SIZE,
+        'image_mean': list(OPENAI_CLIP_MEAN),
+        'image_std': list(OPENAI_CLIP_STD),
+    }
+
+
+HUB = HubLayout(
+    'Qwen2_5_VLProcessor', chat_template_files=('chat_template.json',), edit=_as_published
+)
+
+
+def build(size: str = 'tiny'):
+    """Return (model class, config, processor) of the tiny Qwen2.5-VL."""
+    if size != 'tiny':
+        raise ValueError(f'Qwen2.5-VL has one test size, tiny; not {size!r}')
+    specials = [
+        '<|endoftext|>',
+        '<|im_start|>',
+        '<|im_end|>',
+        '<|vision_start|>',
+        '<|vision_end|>',
+        '<|image_pad|>',
+        '<|video_pad|>',
+    ]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_bpe(specials),
+        eos_token='<|im_end|>',
+        pad_token='<|endoftext|>',
+        extra_special_tokens={
+            'image_token': '<|image_pad|>',
+            'video_token': '<|video_pad|>',
+            'vision_bos_token': '<|vision_start|>',
+            'vision_eos_token': '<|vision_end|>',
+        },
+        chat_template=CHAT_TEMPLATE,
+        padding_side='left',
+        model_max_length=TEXT_MAX_POSITIONS,
+    )
+    ids = tokenizer.convert_tokens_to_ids
+    config = Qwen2_5_VLConfig(
+        vision_config={
+            'depth': VISION_LAYERS,
+            'hidden_size': VISION_HIDDEN,
+            'intermediate_size': VISION_INTERMEDIATE,
+            'num_heads': VISION_HEADS,
+            'patch_size': PATCH_SIZE,
+            'spatial_merge_size': MERGE_SIZE,
+            'temporal_patch_size': TEMPORAL_PATCH_SIZE,
+            'window_size': WINDOW_SIZE,
+            'fullatt_block_indexes': list(FULL_ATTENTION_BLOCKS),
+            'out_hidden_size': TEXT_HIDDEN,
+        },
+        text_config={
+            'vocab_size': len(tokenizer),
+            'hidden_size': TEXT_HIDDEN,
+            'intermediate_size': TEXT_INTERMEDIATE,
+            'num_hidden_layers': TEXT_LAYERS,
+            'num_attention_heads': TEXT_HEADS,
+            'num_key_value_heads': TEXT_KV_HEADS,
+            'max_position_embeddings': TEXT_MAX_POSITIONS,
+            'max_window_layers': TEXT_LAYERS,
+            'rope_parameters': {
+                'rope_type': 'default',
+                'rope_theta': ROPE_THETA,
+                'mrope_section': list(MROPE_SECTION),
+            },
+            'bos_token_id': ids('<|endoftext|>'),
+            'eos_token_id': tokenizer.eos_token_id,
+            'pad_token_id': tokenizer.pad_token_id,
+        },
+        image_token_id=ids('<|image_pad|>'),
+        video_token_id=ids('<|video_pad|>'),
+        vision_start_token_id=ids('<|vision_start|>'),
+        vision_end_token_id=ids('<|vision_end|>'),
+    )
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=MIN_PIXELS,
+        max_pixels=MAX_PIXELS,
+        patch_size=PATCH_SIZE,
+        temporal_patch_size=TEMPORAL_PATCH_SIZE,
+        merge_size=MERGE_SIZE,
+    )
+    processor = Qwen2_5_VLImageTextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
+    )
+    return Qwen2_5_VLForConditionalGeneration, config, processor
