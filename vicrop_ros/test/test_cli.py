@@ -8,6 +8,7 @@ import pytest
 from sample_data import FAMILIES, random_image
 
 from vicrop_ros import cli
+from vicrop_ros.core.config import Method
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +39,7 @@ def run_cli(capsys, *args) -> dict:
 
 
 @pytest.mark.parametrize('family', FAMILIES)
-@pytest.mark.parametrize('method', ['rel_att', 'grad_att', 'pure_grad', 'none'])
+@pytest.mark.parametrize('method', [method.value for method in Method])
 def test_ask_json_for_every_family_and_method(family, method, tiny_model_dir, image_file, capsys):
     report = run_cli(
         capsys, 'ask', '--model', str(tiny_model_dir(family)), '--image', str(image_file),

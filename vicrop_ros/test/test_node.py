@@ -10,7 +10,7 @@ import pytest
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.time import Time
-from sample_data import random_image
+from sample_data import FAMILIES, random_image
 
 from vicrop_interfaces.action import AskQuestion
 from vicrop_interfaces.msg import Answer, Question
@@ -287,3 +287,22 @@ def test_lifecycle_without_autostart_loads_on_configure(ros_context, tiny_model_
     assert active.status == Answer.OK, active.error
     assert active.model.endswith('tiny_qwen2_5_vl0')
     assert after.status == Answer.NOT_READY
+
+
+@pytest.mark.parametrize('family', [f for f in FAMILIES if f != 'llava'])  # llava: above
+def test_every_family_answers_an_ask_through_the_node(ros_context, tiny_model_dir, family):
+    from node_helpers import raw_image
+
+    name = f'vicrop_{family}'
+    process = start_node(tiny_model_dir(family), 'max_new_tokens:=2', name=name)
+    client = VicropClient(ros_context, node_name=name)
+    request = Ask.Request(id=f'{family}-ask', question='What is on the <image> label?')
+    request.image = raw_image(random_image(160, 120, seed=61), client.now(), 'probe')
+    try:
+        client.wait_until_ready()
+        answer = client.call_ask(request)
+    finally:
+        client.close()
+        stop_node(process)
+    assert answer.status == Answer.OK, answer.error
+    assert answer.method == 'rel_att' and answer.crop.width > 0
