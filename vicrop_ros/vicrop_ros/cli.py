@@ -142,6 +142,8 @@ def _bench(args: argparse.Namespace) -> int:
         model = _load_model(args)
     except ValueError as error:
         raise UsageError(str(error)) from None
+    if args.no_shared_prefix:
+        model.shares_prefix = False  # this adapter object only
     eager = None if args.no_reference else load_eager_twin(model)
     width, height = (int(v) for v in args.size.lower().split('x'))
     figures = run_bench(
@@ -157,6 +159,7 @@ def _bench(args: argparse.Namespace) -> int:
         'images': args.images,
         'repeats': args.repeats,
         'max_new_tokens': args.max_new_tokens,
+        'shared_prefix': model.shares_prefix,
         'machine': f'{platform.machine()}, {os.cpu_count()} CPUs',
     }
     if args.json:
@@ -204,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--max-new-tokens', type=int, default=8)
     _add_loading_arguments(bench)
     bench.add_argument('--no-reference', action='store_true', help='skip the reference pipeline')
+    bench.add_argument(
+        '--no-shared-prefix', action='store_true',
+        help='time the path without prefix sharing (the "before" of a before/after ratio)',
+    )  # fmt: skip
     bench.add_argument('--json', action='store_true', help='print one JSON object')
     bench.set_defaults(run=_bench)
 

@@ -109,6 +109,9 @@ class Prefix:
     # as many as the passes that use the prefix read (a saliency-only tile's rel-att)
     layers: list[tuple[torch.Tensor, torch.Tensor]]
     text_config: object  # the language model's config (cache layout)
+    # The processor's image_grid_thw of the prefix image (1, 3), for families whose image token
+    # grid depends on the image (Qwen); None for fixed grids.
+    image_grid_thw: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
@@ -406,18 +409,19 @@ class HfVisionLanguageModel:
         inputs = self.encode([[view]], [self.prompt('?', 1)])
         ids = inputs['input_ids'][:1]
         length = int((ids[0] == self.image_token_id).nonzero()[-1]) + 1
+        grid = inputs.get('image_grid_thw')
+        prefix = {
+            'input_ids': ids[:, :length],
+            'attention_mask': inputs['attention_mask'][:1, :length],
+            **self.image_inputs(inputs),
+        }
+        positions = self.positions(prefix['input_ids'], grid, prefix['attention_mask'])
+        if positions is not None:
+            prefix['position_ids'] = positions
         cache = DynamicCache(config=self.model.config.get_text_config())
-        self.fill_cache(
-            cache,
-            {
-                'input_ids': ids[:, :length],
-                'attention_mask': inputs['attention_mask'][:1, :length],
-                'pixel_values': inputs['pixel_values'],
-            },
-            layers,
-        )
+        self.fill_cache(cache, prefix, layers)
         kept = [(layer.keys, layer.values) for layer in cache.layers if layer.is_initialized]
-        return Prefix(ids[:, :length], kept, self.model.config.get_text_config())
+        return Prefix(ids[:, :length], kept, self.model.config.get_text_config(), grid)
 
     def suffix_ids(self, prefix: Prefix, prompt: str) -> list[int]:
         """
@@ -436,6 +440,23 @@ class HfVisionLanguageModel:
     def images_after_first(self, inputs) -> dict:
         """Return the processor outputs for every image but the first (prefix) one."""
         raise NotImplementedError
+
+    def image_inputs(self, inputs) -> dict:
+        """Return the processor outputs that carry the images (default ``pixel_values``)."""
+        return {'pixel_values': inputs['pixel_values']}
+
+    def positions(
+        self, ids: torch.Tensor, image_grid_thw: torch.Tensor | None, attention_mask: torch.Tensor
+    ) -> torch.Tensor | None:
+        """
+        Return the rotary positions of whole prompts ``ids`` (batch, length), or None.
+
+        None (the default): a token's position is its index, which a continuation after a
+        cached prefix gets by itself. Families with multi-axis positions (Qwen's 3-D mrope,
+        where an image block advances the text position by its grid side, not its length)
+        return them, and the shared paths pass the slice after the prefix explicitly.
+        """
+        return None
 
     @torch.no_grad()
     def generate_with_prefix(
@@ -460,6 +481,9 @@ class HfVisionLanguageModel:
         start, length = prefix.length, ids.shape[1]
         last = length - 1
         middle = {'input_ids': ids[:, start:last], 'attention_mask': mask[:, :last]}
+        positions = self.positions(ids, inputs.get('image_grid_thw'), mask)
+        if positions is not None:
+            middle['position_ids'] = positions[..., start:last]
         cache = prefix.cache(1)
         self.fill_cache(cache, middle | self.images_after_first(inputs))
         output = self.greedy(config, stop, input_ids=ids, attention_mask=mask, cache=cache)
@@ -577,12 +601,21 @@ class HfPreparedImage:
             [[1] * len(s) + [0] * (width - len(s)) for s in suffixes], device=device
         )
         prefix_ids = prefix.ids.to(device).expand(batch, -1)
+        key_ids = torch.cat([prefix_ids, ids], dim=1)
         inputs = {
             'input_ids': ids,
             'attention_mask': torch.cat([torch.ones_like(prefix_ids), real], dim=1),
             'cache': prefix.cache(batch),
         }
-        return inputs, torch.cat([prefix_ids, ids], dim=1), real.sum(dim=1) - 1
+        if prefix.image_grid_thw is not None:  # one prefix image per row (patch_grid reads it)
+            inputs['image_grid_thw'] = prefix.image_grid_thw.expand(batch, -1)
+        positions = self.model.positions(
+            key_ids, inputs.get('image_grid_thw'), inputs['attention_mask']
+        )
+        if positions is not None:
+            after = prefix.length
+            inputs['position_ids'] = positions[..., after:]
+        return inputs, key_ids, real.sum(dim=1) - 1
 
     def _encoded(self, questions: Sequence[str], config: VicropConfig):
         """Encode ``questions`` about the image as one right-padded batch of full prompts."""

@@ -30,6 +30,7 @@ class Qwen2_5_VLAdapter(HfVisionLanguageModel):  # noqa: N801 (transformers' nam
     """
 
     processor_class = Qwen2_5_VLImageTextProcessor  # images and text, with or without torchvision
+    shares_prefix = True  # every prompt starts with [system + user turn opening + first image]
     paper_layer = (22, 36)
     paper_base_size = 224  # the paper's crop base size for Qwen2.5-VL (it has no fixed input size)
 
@@ -92,6 +93,37 @@ class Qwen2_5_VLAdapter(HfVisionLanguageModel):  # noqa: N801 (transformers' nam
         ).mean(dim=6)  # (n, bh, bw, mh, mw, C, ph, pw)
         x = x.permute(0, 5, 1, 3, 6, 2, 4, 7)  # (n, C, bh, mh, ph, bw, mw, pw)
         return x.reshape(len(grids), channels, grid_h * p, grid_w * p)
+
+    def image_inputs(self, inputs) -> dict:
+        """Return the pixel patches and each image's (t, h, w) patch grid."""
+        return {'pixel_values': inputs['pixel_values'], 'image_grid_thw': inputs['image_grid_thw']}
+
+    def images_after_first(self, inputs) -> dict:
+        """Return the patches and grids of the images after the first (the crop)."""
+        grids = inputs['image_grid_thw']
+        if len(grids) < 2:
+            return {}
+        first = int(grids[0].prod())  # the first image's patch rows
+        return {'pixel_values': inputs['pixel_values'][first:], 'image_grid_thw': grids[1:]}
+
+    def positions(
+        self, ids: torch.Tensor, image_grid_thw: torch.Tensor | None, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        Return the model's 3-D mrope position ids of whole prompts: (3, batch, length).
+
+        Also records the prompts' position deltas on the model (``rope_deltas``), where a
+        generation continuing after them (the prefix-continued answer) reads its positions.
+        """
+        language = self.model.model
+        positions, deltas = language.get_rope_index(
+            ids,
+            (ids == self.image_token_id).int(),  # token types: 1 for image tokens, 0 for text
+            image_grid_thw=image_grid_thw,
+            attention_mask=attention_mask,
+        )
+        language.rope_deltas = deltas
+        return positions
 
     @property
     def temporal_patch_size(self) -> int:

@@ -9,6 +9,8 @@ This module imports nothing heavy, so the command line can list the names.
 
 from ..models.registry import FAMILY_NAMES
 
-# Other sizes by name: (family, size). 'llava_mid' is a ~170 M-parameter LLaVA for CPU benchmarks.
-PRESETS = {'llava_mid': ('llava', 'mid')}
+# Other sizes by name: (family, size), for CPU benchmarks: 'llava_mid' a ~170 M-parameter LLaVA
+# with LLaVA-1.5's 576 image tokens; 'qwen2_5_vl_3b_shape' Qwen2.5-VL-3B's depth and token layout
+# at reduced width (recipes/qwen2_5_vl.py).
+PRESETS = {'llava_mid': ('llava', 'mid'), 'qwen2_5_vl_3b_shape': ('qwen2_5_vl', '3b_shape')}
 MODEL_NAMES = FAMILY_NAMES + tuple(PRESETS)  # what make_tiny_model accepts

@@ -1,5 +1,7 @@
 """Qwen2.5-VL (``Qwen/Qwen2.5-VL-3B-Instruct``): a native-resolution ViT merging 2 x 2, Qwen2."""
 
+from dataclasses import dataclass
+
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
@@ -24,16 +26,46 @@ from ..text import (
     train_bpe,
 )
 
-# Qwen2.5-VL: 14 px patches merged 2 x 2, windowed attention in all but the last vision block.
+# Qwen2.5-VL: 14 px patches merged 2 x 2, windowed attention in all but the full blocks.
 PATCH_SIZE = 14
 MERGE_SIZE = 2
 TEMPORAL_PATCH_SIZE = 2
 WINDOW_SIZE = 112
-FULL_ATTENTION_BLOCKS = (1,)
-MROPE_SECTION = (2, 3, 3)  # temporal, height, width; sums to head_dim / 2
 ROPE_THETA = 1000000.0
 MIN_PIXELS = 56 * 56
 MAX_PIXELS = 256 * 28 * 28  # 200704: a 640 x 480 frame becomes 364 x 504 (26 x 36 patches)
+
+
+@dataclass(frozen=True)
+class QwenSize:
+    """Layer sizes of a Qwen2.5-VL-shaped model."""
+
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_intermediate: int
+    full_attention_blocks: tuple[int, ...]  # vision blocks with full (not windowed) attention
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    text_intermediate: int
+    mrope_section: tuple[int, int, int]  # temporal, height, width; sums to head_dim / 2
+    vocab_size: int | None  # None: the tokenizer's size
+    pixels: tuple[int, int]  # the image processor's (min_pixels, max_pixels)
+
+
+SIZES = {
+    # Tests: about 0.3 M parameters.
+    'tiny': QwenSize(VISION_HIDDEN, VISION_LAYERS, VISION_HEADS, VISION_INTERMEDIATE, (1,),
+                     TEXT_HIDDEN, TEXT_LAYERS, TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE,
+                     (2, 3, 3), None, (MIN_PIXELS, MAX_PIXELS)),
+    # CPU benchmarks: Qwen2.5-VL-3B's depth and token layout (36 text layers, head_dim 128 with
+    # its mrope sections, 2 KV heads, its vocabulary; a 32-block vision tower with its full
+    # blocks; its pixel budget), at a quarter of the text width and a fifth of the vision width.
+    '3b_shape': QwenSize(256, 32, 4, 512, (7, 15, 23, 31),
+                         512, 36, 4, 2, 2752, (16, 24, 24), 151936, (3136, 12845056)),
+}  # fmt: skip
 
 # Qwen2.5-VL's ChatML format, each image item as <|vision_start|><|image_pad|><|vision_end|> in
 # place, with the default system prompt when the messages have none.
@@ -84,9 +116,8 @@ HUB = HubLayout(
 
 
 def build(size: str = 'tiny'):
-    """Return (model class, config, processor) of the tiny Qwen2.5-VL."""
-    if size != 'tiny':
-        raise ValueError(f'Qwen2.5-VL has one test size, tiny; not {size!r}')
+    """Return (model class, config, processor) of a random Qwen2.5-VL of ``SIZES[size]``."""
+    shape = SIZES[size]
     specials = [
         '<|endoftext|>',
         '<|im_start|>',
@@ -113,30 +144,30 @@ def build(size: str = 'tiny'):
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         vision_config={
-            'depth': VISION_LAYERS,
-            'hidden_size': VISION_HIDDEN,
-            'intermediate_size': VISION_INTERMEDIATE,
-            'num_heads': VISION_HEADS,
+            'depth': shape.vision_layers,
+            'hidden_size': shape.vision_hidden,
+            'intermediate_size': shape.vision_intermediate,
+            'num_heads': shape.vision_heads,
             'patch_size': PATCH_SIZE,
             'spatial_merge_size': MERGE_SIZE,
             'temporal_patch_size': TEMPORAL_PATCH_SIZE,
             'window_size': WINDOW_SIZE,
-            'fullatt_block_indexes': list(FULL_ATTENTION_BLOCKS),
-            'out_hidden_size': TEXT_HIDDEN,
+            'fullatt_block_indexes': list(shape.full_attention_blocks),
+            'out_hidden_size': shape.text_hidden,
         },
         text_config={
-            'vocab_size': len(tokenizer),
-            'hidden_size': TEXT_HIDDEN,
-            'intermediate_size': TEXT_INTERMEDIATE,
-            'num_hidden_layers': TEXT_LAYERS,
-            'num_attention_heads': TEXT_HEADS,
-            'num_key_value_heads': TEXT_KV_HEADS,
+            'vocab_size': shape.vocab_size or len(tokenizer),
+            'hidden_size': shape.text_hidden,
+            'intermediate_size': shape.text_intermediate,
+            'num_hidden_layers': shape.text_layers,
+            'num_attention_heads': shape.text_heads,
+            'num_key_value_heads': shape.text_kv_heads,
             'max_position_embeddings': TEXT_MAX_POSITIONS,
-            'max_window_layers': TEXT_LAYERS,
+            'max_window_layers': shape.text_layers,
             'rope_parameters': {
                 'rope_type': 'default',
                 'rope_theta': ROPE_THETA,
-                'mrope_section': list(MROPE_SECTION),
+                'mrope_section': list(shape.mrope_section),
             },
             'bos_token_id': ids('<|endoftext|>'),
             'eos_token_id': tokenizer.eos_token_id,
@@ -148,8 +179,8 @@ def build(size: str = 'tiny'):
         vision_end_token_id=ids('<|vision_end|>'),
     )
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=MIN_PIXELS,
-        max_pixels=MAX_PIXELS,
+        min_pixels=shape.pixels[0],
+        max_pixels=shape.pixels[1],
         patch_size=PATCH_SIZE,
         temporal_patch_size=TEMPORAL_PATCH_SIZE,
         merge_size=MERGE_SIZE,
