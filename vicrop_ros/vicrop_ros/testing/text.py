@@ -114,3 +114,33 @@ def llama_text_config(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+
+
+# The special tokens of the Qwen vision-language chat format, in the order of their ids.
+CHATML_SPECIALS = (
+    '<|endoftext|>',
+    '<|im_start|>',
+    '<|im_end|>',
+    '<|vision_start|>',
+    '<|vision_end|>',
+    '<|image_pad|>',
+    '<|video_pad|>',
+)
+
+
+def chatml_tokenizer(chat_template: str) -> PreTrainedTokenizerFast:
+    """Return a Qwen-VL-like tokenizer: ChatML turns, vision tokens, ``chat_template``."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=train_bpe(list(CHATML_SPECIALS)),
+        eos_token='<|im_end|>',
+        pad_token='<|endoftext|>',
+        extra_special_tokens={
+            'image_token': '<|image_pad|>',
+            'video_token': '<|video_pad|>',
+            'vision_bos_token': '<|vision_start|>',
+            'vision_eos_token': '<|vision_end|>',
+        },
+        chat_template=chat_template,
+        padding_side='left',
+        model_max_length=TEXT_MAX_POSITIONS,
+    )

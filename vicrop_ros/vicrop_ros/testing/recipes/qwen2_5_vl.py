@@ -3,7 +3,6 @@
 from dataclasses import dataclass
 
 from transformers import (
-    PreTrainedTokenizerFast,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
 )
@@ -23,7 +22,7 @@ from ..text import (
     VISION_HIDDEN,
     VISION_INTERMEDIATE,
     VISION_LAYERS,
-    train_bpe,
+    chatml_tokenizer,
 )
 
 # Qwen2.5-VL: 14 px patches merged 2 x 2, windowed attention in all but the full blocks.
@@ -118,29 +117,7 @@ HUB = HubLayout(
 def build(size: str = 'tiny'):
     """Return (model class, config, processor) of a random Qwen2.5-VL of ``SIZES[size]``."""
     shape = SIZES[size]
-    specials = [
-        '<|endoftext|>',
-        '<|im_start|>',
-        '<|im_end|>',
-        '<|vision_start|>',
-        '<|vision_end|>',
-        '<|image_pad|>',
-        '<|video_pad|>',
-    ]
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=train_bpe(specials),
-        eos_token='<|im_end|>',
-        pad_token='<|endoftext|>',
-        extra_special_tokens={
-            'image_token': '<|image_pad|>',
-            'video_token': '<|video_pad|>',
-            'vision_bos_token': '<|vision_start|>',
-            'vision_eos_token': '<|vision_end|>',
-        },
-        chat_template=CHAT_TEMPLATE,
-        padding_side='left',
-        model_max_length=TEXT_MAX_POSITIONS,
-    )
+    tokenizer = chatml_tokenizer(CHAT_TEMPLATE)
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         vision_config={
