@@ -9,21 +9,9 @@ from sample_data import FAMILIES, random_image
 
 from vicrop_ros import cli
 from vicrop_ros.core.config import Method
+from vicrop_ros.testing.tiny import recipe
 
 pytestmark = pytest.mark.slow
-
-# The model's own map grid (rows, cols) for a 640x480 image, per tiny model:
-# LLaVA and InstructBLIP: (image_size / patch_size)^2 = 24x24 and 16x16 patches.
-# Qwen2.5-VL: 640x480 resizes to 504x364 pixels = 36x26 patches of 14, 18x13 tokens after the
-# 2x2 merge (rel/grad-att read tokens); pure-grad pools pixel gradients per 14 px patch.
-EXPECTED_GRID = {
-    ('llava', 'attention'): [24, 24],
-    ('llava', 'pure_grad'): [24, 24],
-    ('instructblip', 'attention'): [16, 16],
-    ('instructblip', 'pure_grad'): [16, 16],
-    ('qwen2_5_vl', 'attention'): [13, 18],
-    ('qwen2_5_vl', 'pure_grad'): [26, 36],
-}
 
 
 @pytest.fixture(scope='module')
@@ -56,7 +44,7 @@ def test_ask_json_for_every_family_and_method(family, method, tiny_model_dir, im
     x0, y0, x1, y1 = report['box']
     assert 0 <= x0 < x1 <= 640 and 0 <= y0 < y1 <= 480
     kind = 'pure_grad' if method == 'pure_grad' else 'attention'
-    assert report['grid'] == EXPECTED_GRID[(family, kind)]
+    assert report['grid'] == list(recipe(family).MAP_GRIDS_640x480[kind])  # the recipe's facts
 
 
 def test_console_script_writes_a_saliency_image(tiny_model_dir, image_file, tmp_path):

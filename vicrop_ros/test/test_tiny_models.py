@@ -10,11 +10,14 @@ import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from vicrop_ros.models.loader import load_processor
-from vicrop_ros.testing.tiny import make_tiny_model
+from vicrop_ros.models.registry import FAMILIES as FAMILY_LIST
+from vicrop_ros.testing.tiny import make_tiny_model, recipe
 
 pytestmark = pytest.mark.slow
 
 QUESTION = 'What is written on the small label?'
+# The families whose prompts hold several images (a chat template with image items).
+MULTI_IMAGE = [f.name for f in FAMILY_LIST if f.adapter.multi_image_prompts]
 FRAME_HEIGHT, FRAME_WIDTH = 480, 640
 
 
@@ -49,20 +52,28 @@ def user_message(n_images: int) -> list[dict]:
 
 def encode(family, processor, images: list[np.ndarray]):
     """Build model inputs the way the node will: chat template, or InstructBLIP's prompt."""
-    if family == 'instructblip':
+    if getattr(processor, 'chat_template', None) is None:  # InstructBLIP: a plain prompt
         prompt = f'Question: {QUESTION} Short answer:'
         return processor(images=images[0], text=prompt, return_tensors='pt')
     prompt = processor.apply_chat_template(user_message(len(images)), add_generation_prompt=True)
     return processor(images=images, text=prompt, return_tensors='pt')
 
 
-def expected_image_tokens(family, inputs) -> list[int]:
-    """Return the number of image-token positions each image should take."""
-    if family == 'llava':
-        return [576] * len(inputs['pixel_values'])
-    if family == 'instructblip':
-        return [32]
-    return [int(t * h * w) // 4 for t, h, w in inputs['image_grid_thw']]
+def expected_image_tokens(model, inputs) -> list[int]:
+    """Return the number of image-token positions each image should take, from the config."""
+    config = model.config
+    if 'image_grid_thw' in inputs:  # Qwen formats: merged patches
+        merge = config.vision_config.spatial_merge_size
+        return [int(t * h * w) // merge**2 for t, h, w in inputs['image_grid_thw']]
+    if hasattr(config, 'num_query_tokens'):  # InstructBLIP: the Q-Former's queries
+        return [config.num_query_tokens]
+    side = config.vision_config.image_size // config.vision_config.patch_size
+    return [side * side] * len(inputs['pixel_values'])  # LLaVA: one token per patch
+
+
+def patch_grid_640x480(family) -> list[int]:
+    """Return the (t, h, w) patch grid the recipe's processor makes of a 640x480 frame."""
+    return [1, *recipe(family).MAP_GRIDS_640x480['pure_grad']]
 
 
 def image_token_runs(input_ids: torch.Tensor, image_token_id: int) -> list[tuple[int, int]]:
@@ -86,9 +97,9 @@ def test_saved_directory_loads_with_the_real_classes(tiny):
     assert tokenizer.pad_token_id is not None
     assert tokenizer.eos_token_id is not None
     assert config.get_text_config().vocab_size >= len(tokenizer)
-    image_token = '<|image_pad|>' if family == 'qwen2_5_vl' else '<image>'
+    image_token = str(processor.image_token)
     assert config.image_token_id == tokenizer.convert_tokens_to_ids(image_token)
-    if family == 'qwen2_5_vl':
+    if hasattr(config, 'vision_start_token_id'):  # the Qwen formats
         for name in ('vision_start', 'vision_end', 'video_pad'):
             key = 'video_token_id' if name == 'video_pad' else f'{name}_token_id'
             assert getattr(config, key) == tokenizer.convert_tokens_to_ids(f'<|{name}|>')
@@ -101,10 +112,9 @@ def test_one_image_question_generates(tiny, frame):
     family, _, model, processor = tiny
     inputs = encode(family, processor, [frame])
     runs = image_token_runs(inputs['input_ids'][0], model.config.image_token_id)
-    assert [length for _, length in runs] == expected_image_tokens(family, inputs)
-    if family == 'qwen2_5_vl':
-        # 640 x 480 -> 504 x 364 px -> 36 x 26 patches of 14 px -> 234 merged tokens.
-        assert inputs['image_grid_thw'].tolist() == [[1, 26, 36]]
+    assert [length for _, length in runs] == expected_image_tokens(model, inputs)
+    if 'image_grid_thw' in inputs:
+        assert inputs['image_grid_thw'].tolist() == [patch_grid_640x480(family)]
     prompt_length = inputs['input_ids'].shape[1]
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
@@ -112,28 +122,28 @@ def test_one_image_question_generates(tiny, frame):
     assert isinstance(processor.batch_decode(output[:, prompt_length:])[0], str)
 
 
-@pytest.mark.parametrize('tiny', ['llava', 'qwen2_5_vl'], indirect=True)
+@pytest.mark.parametrize('tiny', MULTI_IMAGE, indirect=True)
 def test_frame_and_crop_give_two_image_blocks_in_order(tiny, frame, crop):
     family, _, model, processor = tiny
     inputs = encode(family, processor, [frame, crop])
     runs = image_token_runs(inputs['input_ids'][0], model.config.image_token_id)
-    expected = expected_image_tokens(family, inputs)
+    expected = expected_image_tokens(model, inputs)
     assert [length for _, length in runs] == expected
     assert len(runs) == 2
     assert runs[0][0] < runs[1][0]
-    if family == 'qwen2_5_vl':
+    if 'image_grid_thw' in inputs:
         # Each block sits between its own vision start and end tokens.
         ids = inputs['input_ids'][0]
         for start, length in runs:
             assert ids[start - 1] == model.config.vision_start_token_id
             assert ids[start + length] == model.config.vision_end_token_id
-        assert inputs['image_grid_thw'][0].tolist() == [1, 26, 36]
+        assert inputs['image_grid_thw'][0].tolist() == patch_grid_640x480(family)
     with torch.inference_mode():
         output = model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert output.shape[1] > inputs['input_ids'].shape[1]
 
 
-@pytest.mark.parametrize('tiny', ['llava', 'qwen2_5_vl'], indirect=True)
+@pytest.mark.parametrize('tiny', MULTI_IMAGE, indirect=True)
 def test_chat_templates_render_the_real_prompt_formats(tiny):
     family, _, _, processor = tiny
     prompt = processor.apply_chat_template(user_message(2), add_generation_prompt=True)

@@ -169,6 +169,8 @@ class HfVisionLanguageModel:
     paper_layer: ClassVar[tuple[int, int]]
     # Whether the attention passes and the answer share the [system + image] prefix (Prefix).
     shares_prefix: ClassVar[bool] = False
+    # Whether one prompt holds several images (image items of a chat template).
+    multi_image_prompts: ClassVar[bool] = True
     # The question format; '{question}' is replaced. The paper's short-answer instruction.
     question_template: ClassVar[str] = (
         '{question}\nAnswer the question using a single word or phrase.'

@@ -23,6 +23,7 @@ class InstructBlipAdapter(HfVisionLanguageModel):
     """
 
     processor_class = InstructBlipProcessor  # the hub names InstructBlipVideoProcessor
+    multi_image_prompts = False  # one image per prompt: further views enter as query tokens
     paper_layer = (15, 32)
     paper_qformer_layer = (2, 6)  # index among the Q-Former's cross-attention layers
     question_template = 'Question: {question} Short answer:'

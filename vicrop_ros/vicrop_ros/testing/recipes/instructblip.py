@@ -34,6 +34,9 @@ QFORMER_MAX_POSITIONS = 512
 # The hub names a video processor (AutoProcessor would then need torchvision), its files are the
 # image processor's, and its generation config says bos 0 and eos 1 while the tokenizer's </s> is
 # id 2 (here too: <unk> 0, <s> 1, </s> 2).
+# The maps of a 640x480 frame (rows, cols): (224 / 14)^2 patches, for attention and pixel maps.
+MAP_GRIDS_640x480 = {'attention': (16, 16), 'pure_grad': (16, 16)}
+
 HUB = HubLayout(
     'InstructBlipVideoProcessor',
     files_processor_class='InstructBlipProcessor',

@@ -31,6 +31,9 @@ from ..text import (
 IMAGE_SIZE = 336
 PATCH_SIZE = 14
 
+# The maps of a 640x480 frame (rows, cols): (336 / 14)^2 patches, for attention and pixel maps.
+MAP_GRIDS_640x480 = {'attention': (24, 24), 'pure_grad': (24, 24)}
+
 HUB = HubLayout(
     'LlavaProcessor', chat_template_files=('chat_template.json', 'chat_template.jinja')
 )

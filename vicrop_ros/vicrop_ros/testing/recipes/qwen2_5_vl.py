@@ -109,6 +109,11 @@ def _as_published(image_processor: dict, processor: dict) -> None:
     }
 
 
+# The maps of a 640x480 frame (rows, cols) under the tiny budget: it resizes to 504 x 364 px =
+# 36 x 26 patches of 14 px, 18 x 13 tokens after the 2 x 2 merge (the attention maps read
+# tokens); pure-grad pools pixel gradients per patch.
+MAP_GRIDS_640x480 = {'attention': (13, 18), 'pure_grad': (26, 36)}
+
 HUB = HubLayout(
     'Qwen2_5_VLProcessor', chat_template_files=('chat_template.json',), edit=_as_published
 )
