@@ -32,6 +32,7 @@ FAMILIES: tuple[Family, ...] = (
         'instructblip', 'InstructBLIP', 'InstructBlipAdapter', 'Salesforce/instructblip-vicuna-7b'
     ),
     Family('qwen2_5_vl', 'Qwen2.5-VL', 'Qwen2_5_VLAdapter', 'Qwen/Qwen2.5-VL-3B-Instruct'),
+    Family('qwen3_vl', 'Qwen3-VL', 'Qwen3VLAdapter', 'Qwen/Qwen3-VL-2B-Instruct'),
 )
 FAMILY_NAMES: tuple[str, ...] = tuple(family.name for family in FAMILIES)
 _BY_NAME = {family.name: family for family in FAMILIES}
