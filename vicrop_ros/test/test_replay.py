@@ -142,4 +142,4 @@ def test_failed_expectations_and_bad_scripts_exit_non_zero(demo, sim_time_node, 
     broken = tmp_path / 'broken.yaml'
     broken.write_text(yaml.safe_dump({'questions': [{'id': 'x'}]}))
     result = replay(bag, broken, sim_time_node)
-    assert result.returncode == 2 and 'needs at least "at" and "question"' in result.stderr
+    assert result.returncode == 2 and "missing key 'at' (required: at, question)" in result.stderr

@@ -9,12 +9,15 @@ they are). The script (YAML ``questions:`` list, or JSONL) gives per question ``
 the bag's first message), ``question``, and optionally ``id``, ``camera``, ``method``,
 ``stamp`` ('bag' = the bag time at ``at``, default; 'newest' = the newest frame) and ``expect``
 (``answer``: case-insensitive substring; ``region``: [x0, y0, x1, y1] source pixels the crop must
-contain). Exit status 1 when a question got no answer (or more than one) within ``--timeout``,
-an expectation failed, or the answers differ from ``--golden``.
+contain; ``status``: the status the answer must have, default OK). The script is validated
+(``replay_script.py``) before anything is replayed.
+
+Exit status: 0 every question passed; 1 a regression (a question without exactly one answer, a
+status other than expected, an expectation or a golden difference); 2 a usage or input error (bad
+arguments, script, golden report or bag; the node not found).
 """
 
 import argparse
-from dataclasses import dataclass, field
 import json
 from pathlib import Path
 import sys
@@ -30,56 +33,24 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import Image
-import yaml
 
 from vicrop_interfaces.msg import Answer, Question
 
 from .bags import message_class, typestore
 from .images import decode_rgb
 from .jobs import STATUS_NAMES
+from .replay_script import GOLDEN_KEYS, ScriptedQuestion, ScriptError, load_script, verdict
 
+EXIT_CODES = """exit status:
+  0  every question passed
+  1  a regression: a question without exactly one answer, a status other than its expect.status
+     (default OK), a failed expectation, or a difference from --golden (status, answer, box,
+     image stamp, frame_id)
+  2  a usage or input error: arguments, script (file:line and the key), golden report, bag, node"""
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 OUTPUTS = (('answers', 'vicrop_interfaces/msg/Answer'),
            ('crop_boxes', 'vicrop_interfaces/msg/CropBox'),
            ('saliency', 'sensor_msgs/msg/Image'))  # fmt: skip
-
-
-@dataclass
-class ScriptedQuestion:
-    """One question of the script and what became of it."""
-
-    at: float  # seconds after the bag's first message
-    id: str
-    question: str
-    camera: str = ''
-    method: str = ''
-    stamp: str = 'bag'  # 'bag' (the bag time at ``at``) or 'newest'
-    expect: dict = field(default_factory=dict)
-    sent_wall: float | None = None  # time.monotonic() when published
-    answers: list = field(default_factory=list)  # (Answer, time.monotonic()) received
-
-
-def load_script(path: Path) -> list[ScriptedQuestion]:
-    """Read a YAML (``questions:`` list) or JSONL question script, sorted by ``at``."""
-    text = path.read_text()
-    if path.suffix == '.jsonl':
-        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        entries = (yaml.safe_load(text) or {}).get('questions', [])
-    questions = []
-    for index, entry in enumerate(entries):
-        if 'question' not in entry or 'at' not in entry:
-            raise ValueError(f'{path}: question {index} needs at least "at" and "question"')
-        questions.append(ScriptedQuestion(
-            at=float(entry['at']), id=str(entry.get('id', f'q{index}')),
-            question=entry['question'], camera=entry.get('camera', ''),
-            method=entry.get('method', ''), stamp=entry.get('stamp', 'bag'),
-            expect=entry.get('expect') or {},
-        ))  # fmt: skip
-    ids = [q.id for q in questions]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f'{path}: question ids must be unique')
-    return sorted(questions, key=lambda q: q.at)
 
 
 class Replayer:
@@ -89,7 +60,7 @@ class Replayer:
         """Create publishers for the bag's topics and subscriptions to the node's outputs."""
         self.args = args
         self.node = rclpy.create_node('vicrop_replay', context=context)
-        self.remaps = dict(item.split(':=', 1) for item in args.remap)
+        self.remaps = parse_remaps(args.remap)
         self.publishers = {}
         self.clock = self.node.create_publisher(Clock, '/clock', 10) if args.clock else None
         prefix = args.node.rstrip('/')
@@ -235,14 +206,13 @@ def play(args: argparse.Namespace, questions: list[ScriptedQuestion], context) -
 
 
 def check(scripted: ScriptedQuestion, golden: dict | None) -> tuple[dict, list[str]]:
-    """Return the report entry of one question and its failures."""
-    failures = []
+    """Return the report entry of one question and why it failed (see replay_script.verdict)."""
     entry = {'kind': 'question', 'id': scripted.id, 'at': scripted.at, 'camera': scripted.camera,
-             'question': scripted.question, 'answers_received': len(scripted.answers)}  # fmt: skip
+             'question': scripted.question, 'answers_received': len(scripted.answers),
+             'expect': scripted.expect}  # fmt: skip
     if not scripted.answers:
-        return entry | {'status': None}, ['no answer']
-    if len(scripted.answers) > 1:
-        failures.append(f'{len(scripted.answers)} answers for one question')
+        entry['status'] = None
+        return entry, verdict(entry, scripted, golden)
     answer, received = scripted.answers[0]
     box = None
     if answer.crop.width:
@@ -260,26 +230,35 @@ def check(scripted: ScriptedQuestion, golden: dict | None) -> tuple[dict, list[s
         'frame_id': answer.header.frame_id,
         'latency_ms': round((received - scripted.sent_wall) * 1000, 1),
     }  # fmt: skip
-    expected_answer = scripted.expect.get('answer')
-    if expected_answer is not None and expected_answer.lower() not in answer.answer.lower():
-        failures.append(f'answer {answer.answer!r} does not contain {expected_answer!r}')
-    region = scripted.expect.get('region')
-    if region is not None and not (box and box[0] <= region[0] and box[1] <= region[1]
-                                   and region[2] <= box[2] and region[3] <= box[3]):  # fmt: skip
-        failures.append(f'crop {box} does not contain the expected region {region}')
-    if golden is not None:
-        reference = golden.get(scripted.id)
-        keys = ('status', 'answer', 'box', 'image_stamp')
-        if reference is None:
-            failures.append('not in the golden report')
-        elif any(reference.get(k) != entry.get(k) for k in keys):
-            diff = {
-                k: (reference.get(k), entry.get(k))
-                for k in keys
-                if reference.get(k) != entry.get(k)
-            }
-            failures.append(f'differs from the golden report: {diff}')
-    return entry, failures
+    return entry, verdict(entry, scripted, golden)
+
+
+def parse_remaps(items: list[str]) -> dict[str, str]:
+    """Return {bag topic: published topic} of `--remap FROM:=TO` items; ValueError if not."""
+    remaps = {}
+    for item in items:
+        source, separator, target = item.partition(':=')
+        if not separator or not source or not target:
+            raise ValueError(
+                f'--remap {item!r}: expected FROM:=TO (e.g. /cam:=/head_camera/image_raw)'
+            )
+        remaps[source] = target
+    return remaps
+
+
+def load_golden(path: Path) -> dict:
+    """Return the question entries of an earlier report by id; ValueError names a bad line."""
+    golden = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f'{path}:{number}: not a report line: {error}') from None
+        if entry.get('kind') == 'question':
+            golden[entry['id']] = entry
+    return golden
 
 
 def write_bag(path: Path, recorded: list) -> None:
@@ -296,8 +275,9 @@ def write_bag(path: Path, recorded: list) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser."""
     parser = argparse.ArgumentParser(
-        prog='vicrop-replay', description=__doc__.strip().splitlines()[0]
-    )
+        prog='vicrop-replay', description=__doc__.strip().splitlines()[0], epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     parser.add_argument('bag', help='rosbag2 directory (mcap or sqlite3)')
     parser.add_argument('--script', required=True, help='questions: YAML or JSONL')
     parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
@@ -307,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--out-bag', help='write the node outputs into this new bag (mcap)')
     parser.add_argument('--report', help='write one JSON line per question (and a summary)')
     parser.add_argument('--saliency-dir', help='write the saliency image of each answer here')
-    parser.add_argument('--golden', help='compare status, answer, box and stamp with this report')
+    parser.add_argument(
+        '--golden', help=f'compare {", ".join(GOLDEN_KEYS)} with this earlier report'
+    )
     parser.add_argument('--timeout', type=float, default=60.0, help='seconds to wait for answers')
     parser.add_argument('--wait', type=float, default=60.0, help='seconds to wait for the node')
     parser.add_argument('--settle', type=float, default=0.5, help='seconds to catch extra answers')
@@ -327,11 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         questions = load_script(Path(args.script))
-        golden = None
-        if args.golden:
-            lines = Path(args.golden).read_text().splitlines()
-            golden = {e['id']: e for e in map(json.loads, lines) if e.get('kind') == 'question'}
-    except (OSError, ValueError) as error:
+        golden = load_golden(Path(args.golden)) if args.golden else None
+        parse_remaps(args.remap)
+    except (OSError, ScriptError, ValueError) as error:
         print(f'vicrop-replay: error: {error}', file=sys.stderr)
         return 2
     context = rclpy.Context()
