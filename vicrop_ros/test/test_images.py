@@ -105,3 +105,19 @@ def test_compressed_images_decode_and_broken_ones_are_refused():
     with pytest.raises(BadImageError) as cut:
         decode_rgb(compressed(truncated))
     assert 'compressed image' in str(cut.value)
+
+
+def test_depth_frames_compressed_are_refused_like_raw_depth():
+    depth = (np.arange(48 * 64).reshape(48, 64) * 13).astype(np.uint16)  # millimetres
+    ok, png16 = cv2.imencode('.png', depth)
+    with pytest.raises(BadImageError) as deep:
+        decode_rgb(compressed(png16.tobytes(), '16UC1; png compressed'))
+    assert "has 'I;16' pixels, one channel deeper than 8 bits: a depth" in str(deep.value)
+    with pytest.raises(BadImageError) as depth_transport:
+        decode_rgb(compressed(bytes(12) + png16.tobytes(), '16UC1; compressedDepth png'))
+    assert 'is a depth image (compressedDepth)' in str(depth_transport.value)
+    # An 8-bit mono PNG is a camera image and decodes (grey to RGB).
+    ok, mono = cv2.imencode('.png', RGB[..., 0])
+    np.testing.assert_array_equal(
+        decode_rgb(compressed(mono.tobytes(), 'png'))[..., 1], RGB[..., 0]
+    )

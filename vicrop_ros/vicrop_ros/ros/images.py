@@ -99,9 +99,19 @@ def _unpadded(msg: Image) -> Image:
     return packed
 
 
+# Pillow modes of single-channel images deeper than 8 bits: depth, thermal and other non-photos.
+NON_PHOTO_MODES = ('I;16', 'I;16B', 'I;16L', 'I;16N', 'I', 'F')
+
+
 def compressed_size(data: bytes, image_format: str, max_pixels: int) -> tuple[int, int]:
+    """Return (width, height) from a compressed image's header (see compressed_header)."""
+    width, height, _ = compressed_header(data, image_format, max_pixels)
+    return width, height
+
+
+def compressed_header(data: bytes, image_format: str, max_pixels: int) -> tuple[int, int, str]:
     """
-    Return (width, height) from a compressed image's header, without decoding its pixels.
+    Return (width, height, Pillow mode) from a compressed image's header, pixels not decoded.
 
     Pillow refuses to open headers of more than 2 x ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (its
     own bomb check); such an image is reported as over the limit.
@@ -110,7 +120,7 @@ def compressed_size(data: bytes, image_format: str, max_pixels: int) -> tuple[in
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', PIL.Image.DecompressionBombWarning)
             with PIL.Image.open(io.BytesIO(data)) as header:
-                return header.size
+                return (*header.size, header.mode)
     except PIL.Image.DecompressionBombError:
         raise BadImageError(
             f'compressed image header claims more than {2 * PIL.Image.MAX_IMAGE_PIXELS} pixels '
@@ -127,7 +137,18 @@ def _decode_compressed(msg: CompressedImage, max_pixels: int) -> np.ndarray:
     if not len(msg.data):
         raise BadImageError('compressed image has no data')
     data = bytes(msg.data)
-    check_size(*compressed_size(data, msg.format, max_pixels), max_pixels)
+    if 'compresseddepth' in msg.format.lower().replace(' ', ''):
+        raise BadImageError(
+            f'compressed image format {msg.format!r} is a depth image (compressedDepth); '
+            'questions need a colour or mono camera'
+        )
+    width, height, mode = compressed_header(data, msg.format, max_pixels)
+    if mode in NON_PHOTO_MODES:
+        raise BadImageError(
+            f'compressed image (format {msg.format!r}) has {mode!r} pixels, one channel deeper '
+            'than 8 bits: a depth or other non-photo frame; questions need a colour or mono camera'
+        )
+    check_size(width, height, max_pixels)
     try:
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error as error:
