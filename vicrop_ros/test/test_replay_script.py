@@ -118,3 +118,25 @@ def test_golden_catches_a_change_in_every_compared_field(key, value):
         entry(**{key: value}), question(status=entry(**{key: value})['status']), golden
     )
     assert len(failures) == 1 and f"'{key}'" in failures[0] and 'golden' in failures[0]
+
+
+def test_saliency_images_of_one_frame_go_to_their_own_questions():
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
+
+    from vicrop_interfaces.msg import Answer
+
+    header = Header(frame_id='head_optical')
+    header.stamp.sec = 7
+
+    def answered(question_id: str, received: float, boxed: bool = True) -> ScriptedQuestion:
+        answer = Answer(id=question_id, header=header)
+        answer.crop.width = 10 if boxed else 0
+        scripted = ScriptedQuestion(at=0.0, id=question_id, question='What?')
+        scripted.answers.append((answer, received))
+        return scripted
+
+    questions = [answered('late', 2.0), answered('plain', 1.5, False), answered('early', 1.0)]
+    images = [Image(header=header, width=1), Image(header=header, width=2)]
+    matched = replay.match_saliency(questions, images)
+    assert {k: v.width for k, v in matched.items()} == {'early': 1, 'late': 2}

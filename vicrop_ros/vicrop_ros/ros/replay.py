@@ -351,22 +351,40 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def match_saliency(questions: list[ScriptedQuestion], images: list[Image]) -> dict[str, Image]:
+    """
+    Return each question's saliency image by question id.
+
+    A saliency image carries its frame's header, not the question: two questions about one
+    frame send two images with one header. The node serves one question at a time and
+    publishes its saliency image before its answer, so the k-th image of a header belongs to the
+    k-th answer (in the order received) of that header that has a crop box.
+    """
+
+    def key(header) -> tuple:
+        return header.stamp.sec, header.stamp.nanosec, header.frame_id
+
+    images_by_frame: dict[tuple, list[Image]] = {}
+    for image in images:
+        images_by_frame.setdefault(key(image.header), []).append(image)
+    answered = sorted(
+        (q for q in questions if q.answers and q.answers[0][0].crop.width),
+        key=lambda q: q.answers[0][1],
+    )
+    matched = {}
+    for scripted in answered:
+        waiting = images_by_frame.get(key(scripted.answers[0][0].header))
+        if waiting:
+            matched[scripted.id] = waiting.pop(0)
+    return matched
+
+
 def write_saliency(folder: Path, questions: list[ScriptedQuestion], images: list[Image]) -> None:
-    """Write each answer's saliency image as ``<id>.png`` (matched by the image header)."""
+    """Write each answer's saliency image as ``<id>.png`` (see match_saliency)."""
     folder.mkdir(parents=True, exist_ok=True)
-    by_header = {
-        (i.header.stamp.sec, i.header.stamp.nanosec, i.header.frame_id): i for i in images
-    }
-    for scripted in questions:
-        if not scripted.answers:
-            continue
-        header = scripted.answers[0][0].header
-        image = by_header.get((header.stamp.sec, header.stamp.nanosec, header.frame_id))
-        if image is not None:
-            cv2.imwrite(
-                str(folder / f'{scripted.id}.png'),
-                cv2.cvtColor(decode_rgb(image), cv2.COLOR_RGB2BGR),
-            )
+    for question_id, image in match_saliency(questions, images).items():
+        bgr = cv2.cvtColor(decode_rgb(image), cv2.COLOR_RGB2BGR)
+        cv2.imwrite(str(folder / f'{question_id}.png'), bgr)
 
 
 if __name__ == '__main__':
