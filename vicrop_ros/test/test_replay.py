@@ -143,3 +143,62 @@ def test_failed_expectations_and_bad_scripts_exit_non_zero(demo, sim_time_node, 
     broken.write_text(yaml.safe_dump({'questions': [{'id': 'x'}]}))
     result = replay(bag, broken, sim_time_node)
     assert result.returncode == 2 and "missing key 'at' (required: at, question)" in result.stderr
+
+
+def write_robot_bag(path: Path, ros1: bool = False) -> Path:
+    """
+    Write a bag as robots record them (rosbag2 mcap, or a ROS 1 .bag).
+
+    The head camera, a camera nobody subscribes to, and a topic of a message type not installed.
+    """
+    import numpy as np
+    from rosbags.rosbag1 import Writer as Ros1Writer
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_JAZZY)
+    battery = 'spot_msgs/msg/BatteryState'
+    store.register(get_types_from_msg('float32 charge_percentage\nstring status', battery))
+    names = ('sensor_msgs/msg/Image', 'std_msgs/msg/Header', 'builtin_interfaces/msg/Time')
+    image, header, time_type = (store.types[name] for name in names)
+    serialize = store.serialize_ros1 if ros1 else store.serialize_cdr
+    rng = np.random.default_rng(5)
+    writer = (
+        Ros1Writer(path) if ros1 else Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
+    )
+    with writer:
+        kind = image.__msgtype__
+        head = writer.add_connection('/head_camera/image_raw', kind, typestore=store)
+        rear = writer.add_connection('/rear_camera/image_raw', kind, typestore=store)
+        power = writer.add_connection('/spot/battery', battery, typestore=store)
+        for index in range(30):
+            ns = START_NS + index * 33_333_333
+            stamp = time_type(sec=ns // 10**9, nanosec=ns % 10**9)
+            extra = {'seq': index} if ros1 else {}
+            pixels = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+            for connection, frame_id in ((head, 'head_optical'), (rear, 'rear_optical')):
+                message = image(
+                    header=header(stamp=stamp, frame_id=frame_id, **extra), height=120,
+                    width=160, encoding='rgb8', is_bigendian=0, step=480, data=pixels.reshape(-1),
+                )  # fmt: skip
+                writer.write(connection, ns, serialize(message, image.__msgtype__))
+            state = store.types[battery](charge_percentage=80.0, status='ok')
+            writer.write(power, ns, serialize(state, battery))
+    return path
+
+
+@pytest.mark.parametrize('ros1', [False, True], ids=['rosbag2', 'ros1'])
+def test_bags_as_robots_record_them_replay(sim_time_node, tmp_path, ros1):
+    bag = write_robot_bag(tmp_path / ('robot.bag' if ros1 else 'robot'), ros1)
+    script = tmp_path / 'robot.yaml'
+    script.write_text(yaml.safe_dump({'questions': [
+        {'at': 0.5, 'id': 'head', 'camera': 'head', 'question': 'What is it?', 'method': 'none'},
+    ]}))  # fmt: skip
+    result = replay(bag, script, sim_time_node, '--report', tmp_path / 'report.jsonl')
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'skipping /rear_camera/image_raw: the node does not subscribe' in result.stderr
+    assert (
+        'skipping /spot/battery: type spot_msgs/msg/BatteryState is not installed' in result.stderr
+    )
+    questions, _ = read_report(tmp_path / 'report.jsonl')
+    assert questions['head']['status'] == 'OK' and questions['head']['frame_id'] == 'head_optical'

@@ -27,6 +27,7 @@ import time
 import cv2
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import NodeNameNonExistentError
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosbags.highlevel import AnyReader
@@ -47,6 +48,7 @@ EXIT_CODES = """exit status:
      (default OK), a failed expectation, or a difference from --golden (status, answer, box,
      image stamp, frame_id)
   2  a usage or input error: arguments, script (file:line and the key), golden report, bag, node"""
+CAMERA_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 OUTPUTS = (('answers', 'vicrop_interfaces/msg/Answer'),
            ('crop_boxes', 'vicrop_interfaces/msg/CropBox'),
@@ -102,6 +104,31 @@ class Replayer:
             )
         return self.publishers[topic]
 
+    def camera_subscriptions(self, timeout_s: float) -> set[str]:
+        """
+        Return the topics the node's camera companion (``<node>_cameras``) subscribes to.
+
+        They are the node's camera topics after its own remaps and namespace. Waits until the
+        companion has subscriptions (the node is up); raises TimeoutError after ``timeout_s``.
+        """
+        namespace, _, name = self.args.node.rstrip('/').rpartition('/')
+        companion, namespace = f'{name}_cameras', namespace or '/'
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                found = self.node.get_subscriber_names_and_types_by_node(companion, namespace)
+            except NodeNameNonExistentError:
+                found = []
+            topics = {topic for topic, types in found if set(types) & set(CAMERA_TYPES)}
+            if topics:
+                return topics
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f'no camera subscription of {namespace.rstrip("/")}/{companion} after '
+                    f'{timeout_s} s: is the node {self.args.node} running (--node)?'
+                )
+            time.sleep(0.05)
+
     def wait_for_subscribers(self, topics: list[str], timeout_s: float) -> None:
         """Wait until the node listens to the questions and every camera topic of the bag."""
         deadline = time.monotonic() + timeout_s
@@ -140,18 +167,82 @@ class Replayer:
         self.node.destroy_node()
 
 
+def choose_topics(
+    connections, remaps: dict[str, str], chosen: list[str] | None, subscribed: set[str] | None
+) -> tuple[list, list[str]]:
+    """
+    Return (the connections to play, one line per bag topic left out).
+
+    ``chosen`` (``--topics``): exactly those bag topics. Otherwise the camera topics whose
+    (remapped) name the node subscribes to (``subscribed``). Topics of message types not
+    installed here are never played.
+    """
+    by_topic: dict[str, list] = {}
+    for connection in connections:
+        by_topic.setdefault(connection.topic, []).append(connection)
+    if chosen:
+        unknown = [t for t in chosen if t not in by_topic]
+        if unknown:
+            raise ValueError(f'--topics {unknown[0]} is not in the bag; it has {sorted(by_topic)}')
+    play, skipped = [], []
+    for topic, group in sorted(by_topic.items()):
+        msgtype = group[0].msgtype
+        if not installed(msgtype):
+            reason = f'type {msgtype} is not installed here'
+            if chosen and topic in chosen:
+                raise ValueError(f'--topics {topic}: {reason}')
+        elif chosen:
+            reason = '' if topic in chosen else 'not in --topics'
+        elif msgtype not in CAMERA_TYPES:
+            reason = f'not a camera topic ({msgtype})'
+        elif remaps.get(topic, topic) not in subscribed:
+            reason = f'the node does not subscribe to {remaps.get(topic, topic)}'
+        else:
+            reason = ''
+        if reason:
+            skipped.append(f'skipping {topic}: {reason}')
+        else:
+            play += group
+    if not play:
+        raise ValueError(
+            f'nothing to play: the node subscribes to {sorted(subscribed or ())}, the bag has '
+            f'{sorted(by_topic)}; map a camera with --remap FROM:=TO or name topics with --topics'
+        )
+    return play, skipped
+
+
+def installed(msgtype: str) -> bool:
+    """Whether the rclpy message class of ``msgtype`` can be imported here."""
+    try:
+        message_class(msgtype)
+    except (ImportError, AttributeError, ValueError):
+        return False
+    return True
+
+
 def play(args: argparse.Namespace, questions: list[ScriptedQuestion], context) -> dict:
     """Play the bag with the questions on time; return playback figures."""
     replayer = Replayer(args, context)
+    store = typestore()
     try:
-        with AnyReader([Path(args.bag)]) as reader:
-            cameras = [c for c in reader.connections if c.msgtype in (
-                'sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')]  # fmt: skip
-            if not cameras:
-                raise ValueError(f'{args.bag} has no Image or CompressedImage topic')
-            for connection in reader.connections:
+        with AnyReader([Path(args.bag)], default_typestore=store) as reader:
+            subscribed = None if args.topics else replayer.camera_subscriptions(args.wait)
+            connections, skipped = choose_topics(
+                reader.connections, replayer.remaps, args.topics, subscribed
+            )
+            for line in skipped:
+                print(line, file=sys.stderr)
+            for connection in connections:
                 replayer.publisher(connection.topic, connection.msgtype)
-            replayer.wait_for_subscribers(sorted({c.topic for c in cameras}), args.wait)
+            replayer.wait_for_subscribers(sorted({c.topic for c in connections}), args.wait)
+
+            def cdr(connection, raw: bytes) -> bytes:
+                if reader.is2:
+                    return raw  # stored as CDR: published as it is
+                # A ROS 1 bag stores ROS 1 serialization: read it, write CDR.
+                message = reader.deserialize(raw, connection.msgtype)
+                return bytes(store.serialize_cdr(message, connection.msgtype))
+
             start_ns, end_ns = reader.start_time, reader.end_time
             replayer.tick_clock(start_ns)
             time.sleep(0.2)  # let the clock reach the node before the first frame
@@ -172,11 +263,13 @@ def play(args: argparse.Namespace, questions: list[ScriptedQuestion], context) -
                     replayer.ask(pending.pop(0), start_ns)
 
             published = 0
-            for connection, timestamp, raw in reader.messages():
+            for connection, timestamp, raw in reader.messages(connections=connections):
                 ask_due()
                 wait_until(timestamp)
                 replayer.tick_clock(timestamp)
-                replayer.publisher(connection.topic, connection.msgtype).publish(raw)
+                replayer.publisher(connection.topic, connection.msgtype).publish(
+                    cdr(connection, raw)
+                )
                 published += 1
             playback_s = time.monotonic() - wall_start
             for scripted in list(pending):  # after the last message the clock goes on
@@ -278,11 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
         prog='vicrop-replay', description=__doc__.strip().splitlines()[0], epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument('bag', help='rosbag2 directory (mcap or sqlite3)')
+    parser.add_argument('bag', help='rosbag2 directory (mcap or sqlite3) or ROS 1 .bag file')
     parser.add_argument('--script', required=True, help='questions: YAML or JSONL')
     parser.add_argument('--rate', type=float, default=1.0, help='playback speed factor')
     parser.add_argument('--clock', action='store_true', help='publish /clock (for use_sim_time)')
-    parser.add_argument('--remap', action='append', default=[], metavar='OLD:=NEW')
+    parser.add_argument(
+        '--remap', action='append', default=[], metavar='FROM:=TO',
+        help='publish bag topic FROM as TO (repeatable)',
+    )  # fmt: skip
+    parser.add_argument(
+        '--topics', nargs='+', metavar='TOPIC',
+        help='bag topics to play (default: the camera topics the node subscribes to, remapped)',
+    )  # fmt: skip
     parser.add_argument('--node', default='/vicrop', help='the vicrop node (topic prefix)')
     parser.add_argument('--out-bag', help='write the node outputs into this new bag (mcap)')
     parser.add_argument('--report', help='write one JSON line per question (and a summary)')
