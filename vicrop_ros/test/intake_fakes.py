@@ -49,6 +49,9 @@ class Bench:
     clock: FakeClock = field(default_factory=FakeClock)
     published: list[Answer] = field(default_factory=list)
     buffers: dict[str, FrameBuffer] = field(default_factory=dict)
+    node_rate: float = 1.0  # node clock seconds per steady second while a drain waits
+    # (node time, camera, message, stamp_s): frames delivered once the node clock reaches them
+    scheduled: list = field(default_factory=list)
 
     def __post_init__(self):
         """Make the cameras and the intake."""
@@ -75,10 +78,23 @@ class Bench:
             self._arrived.notify_all()
 
     def _drain(self, wait_s: float, until) -> None:
-        """Fake of CameraNode.drain: frames are in the buffers already; wait for ``until``."""
-        if until is not None:
-            with self._arrived:
-                self._arrived.wait_for(until, wait_s)
+        """
+        Fake of CameraNode.drain: frames are in the buffers already; wait for ``until``.
+
+        A wait that is not cut short moves both clocks by ``wait_s`` times their rates
+        (``node_rate``: the node clock's speed, as under use_sim_time), then delivers the
+        frames ``scheduled`` for a node time now passed.
+        """
+        if until is None:
+            return
+        with self._arrived:
+            if self._arrived.wait_for(until, min(wait_s, 0.001)):
+                return
+        self.clock.monotonic_s += wait_s
+        self.clock.now_s += wait_s * self.node_rate
+        for item in [item for item in self.scheduled if item[0] <= self.clock.now_s]:
+            self.scheduled.remove(item)
+            self.add_frame(*item[1:])
 
     def answers_of(self, job_id: str) -> list[Answer]:
         return [answer for answer in self.published if answer.id == job_id]

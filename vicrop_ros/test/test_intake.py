@@ -98,7 +98,9 @@ def test_no_frame_or_an_old_frame_waits_for_the_worker_then_is_no_image_or_stale
     with pytest.raises(Refusal) as stale:
         bench.intake.await_frame(head, settings)
     assert stale.value.status == Answer.STALE_IMAGE
-    assert 'newest head frame is 5.100 s old' in str(stale.value)
+    # Settled when the wait ended: 5.0 s after the newest frame plus the two waits (one slice of
+    # FRAME_WAIT_SLICE_S each on the fake's clocks).
+    assert 'newest head frame is 5.200 s old' in str(stale.value)
 
 
 def test_a_question_stamped_after_every_frame_is_decided_when_its_frame_arrives(bench):
@@ -196,3 +198,27 @@ def test_ids_are_made_for_questions_without_one(bench):
     second = bench.intake.submit(bench.intake.job_from_question(msg))
     assert first.id != second.id and first.id.startswith('vicrop-')
     assert not first.done and not second.done
+
+
+@pytest.mark.parametrize('node_rate', [0.1, 1.0, 10.0])
+def test_the_frame_wait_runs_on_the_node_clock_at_any_bag_rate(bench, node_rate):
+    # A question stamped ahead of every frame; its frame comes 0.5 s of node time later, within
+    # frame_wait (1 s) of node time, however fast the node clock runs against the steady one.
+    bench.node_rate = node_rate
+    job = ask(bench, at=1000.4)
+    frame = rgb_image(np.zeros((4, 6, 3), np.uint8), 'late')
+    bench.scheduled.append((1000.5, 'head', frame, 1000.4))
+    chosen = bench.intake.await_frame(job, Settings.defaults(frame_wait=1.0))
+    assert chosen.stamp_ns == int(1000.4 * S)
+    assert bench.clock.now_s == pytest.approx(1000.5, abs=0.11 * max(1.0, node_rate))
+
+
+def test_a_node_clock_that_stands_still_ends_the_frame_wait(bench):
+    bench.node_rate = 0.0  # a paused bag: /clock no longer moves
+    job = ask(bench, at=1000.4)
+    started = bench.clock.monotonic_s
+    chosen = bench.intake.await_frame(job, Settings.defaults(frame_wait=1.0))
+    # The choice from the frames kept (the one 0.5 s before the stamp), after frame_wait of
+    # steady time, instead of waiting for node time that does not pass.
+    assert chosen.stamp_ns == int(999.9 * S) and bench.clock.now_s == 1000.0
+    assert bench.clock.monotonic_s - started == pytest.approx(1.0, abs=0.11)

@@ -202,3 +202,27 @@ def test_bags_as_robots_record_them_replay(sim_time_node, tmp_path, ros1):
     )
     questions, _ = read_report(tmp_path / 'report.jsonl')
     assert questions['head']['status'] == 'OK' and questions['head']['frame_id'] == 'head_optical'
+
+
+def test_the_same_bag_at_rates_01_and_1_gives_identical_reports(demo, sim_time_node, tmp_path):
+    # Rate 10 is not here: the demo bag then streams 600 frames a second into the node, more than
+    # its camera subscriptions take, so frames are dropped in DDS before the node sees them.
+    bag, script = demo
+    scripted = yaml.safe_load(script.read_text())['questions']
+    # An early question (before most frames) and one about the newest frame at the end too.
+    scripted += [
+        {'at': 0.0, 'id': 'first-frame', 'camera': 'head', 'question': 'What is it?'},
+        {'at': 1.9, 'id': 'newest', 'camera': 'wrist', 'question': 'What is it?',
+         'stamp': 'newest'},
+    ]  # fmt: skip
+    script = tmp_path / 'rates.yaml'
+    script.write_text(yaml.safe_dump({'questions': scripted}))
+    reports = {}
+    for rate in (0.1, 1.0):
+        report = tmp_path / f'rate-{rate}.jsonl'
+        result = replay(bag, script, sim_time_node, '--rate', rate, '--report', report)
+        assert result.returncode == 0, result.stdout + result.stderr
+        keys = ('status', 'answer', 'box', 'image_stamp', 'frame_id')
+        reports[rate] = {i: tuple(e[k] for k in keys) for i, e in read_report(report)[0].items()}
+    assert reports[0.1] == reports[1.0]
+    assert {entry[0] for entry in reports[1.0].values()} == {'OK'}

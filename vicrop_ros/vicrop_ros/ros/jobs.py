@@ -41,6 +41,8 @@ class Job:
     on_stage: Callable[[str], None] | None = None  # progress: 'queued', 'saliency', ...
     problem: str = ''  # why the request is malformed (a bad stamp or timeout), else ''
     arrival: float = field(default_factory=time.monotonic)  # time.monotonic() seconds
+    # The node clock at arrival, nanoseconds (bag time under use_sim_time); 0 = not known.
+    arrival_ns: int = 0
     started: float | None = None  # when the worker took it (monotonic seconds)
     cancel_requested: bool = False  # the caller asked to cancel (action goal)
     _answer: Answer | None = None

@@ -255,8 +255,9 @@ def play(args: argparse.Namespace, questions: list[ScriptedQuestion], context) -
                     time.sleep(min(delay, 0.01))
 
             def due_wall(scripted: ScriptedQuestion) -> float:
-                # Sent --question-lag after its bag time, so that time's frames have arrived.
-                return wall_start + scripted.at / args.rate + args.question_lag
+                # Sent --question-lag bag seconds after its bag time: that time's frames have
+                # arrived, at any rate, and are still in the node's ring.
+                return wall_start + (scripted.at + args.question_lag) / args.rate
 
             def ask_due() -> None:
                 while pending and time.monotonic() >= due_wall(pending[0]):
@@ -281,7 +282,12 @@ def play(args: argparse.Namespace, questions: list[ScriptedQuestion], context) -
                     time.sleep(0.01)
                 replayer.ask(pending.pop(0), start_ns)
         deadline = time.monotonic() + args.timeout
+        ended_wall, ended_ns = time.monotonic(), replayer.bag_now_ns
         while any(not q.answers for q in questions) and time.monotonic() < deadline:
+            # Bag time goes on after the last message, as a player's clock does: the node's
+            # frame waits run on it and end after the same bag time at any rate.
+            elapsed_ns = int((time.monotonic() - ended_wall) * args.rate * 1e9)
+            replayer.tick_clock(ended_ns + elapsed_ns)
             time.sleep(0.05)
         time.sleep(args.settle)  # a second answer to one question would arrive now
         bag_s = (end_ns - start_ns) / 1e9
@@ -395,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--settle', type=float, default=0.5, help='seconds to catch extra answers')
     parser.add_argument(
         '--question-lag', type=float, default=0.1,
-        help='wall seconds between a question\'s bag time and sending it (its stamp stays the bag '
+        help='bag seconds between a question\'s bag time and sending it (its stamp stays the bag '
         'time), so the frames of that time have reached the node',
     )  # fmt: skip
     return parser

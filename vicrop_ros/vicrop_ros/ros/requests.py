@@ -26,6 +26,8 @@ from .jobs import STATUS_NAMES, Job, JobQueue
 from .params import CAMERAS, METHODS, SPECS, Settings
 
 # The longest timeout a request may ask for: the timeout parameter's own maximum.
+# The steady-clock step of a frame wait that runs on the node clock (see Intake.await_frame).
+FRAME_WAIT_SLICE_S = 0.1
 MAX_TIMEOUT_S = next(spec.maximum for spec in SPECS if spec.name == 'timeout')
 
 
@@ -145,6 +147,7 @@ class Intake:
             stamp_ns=0 if problem else stamp_ns(stamp),
             timeout_s=self._settings().timeout if problem or timeout == 0 else timeout,
             arrival=self._monotonic(),
+            arrival_ns=self._now_ns(),
             problem=problem,
             **extra,
         )
@@ -211,14 +214,30 @@ class Intake:
         Return the job's camera frame, or refuse.
 
         A frame that has not come waits until ``frame_wait`` after the question arrived, so a
-        burst of questions about a silent camera costs the worker one wait, not one each.
+        burst of questions about a silent camera costs the worker one wait, not one each. The
+        wait runs on the node's clock: under ``use_sim_time`` it is bag time, so a bag replayed
+        at any rate gives each question the same frames. A node clock that stands still
+        for ``frame_wait`` steady seconds ends the wait too: no bag plays, no frame will come.
         """
         cameras = self._cameras()
         if cameras is None:
             raise Refusal(Answer.NOT_READY, 'the cameras were unsubscribed before it ran')
-        wait_s = max(0.0, job.arrival + settings.frame_wait - self._monotonic())
+        request = job.frame_request
+        deadline_ns = (job.arrival_ns or self._now_ns()) + int(settings.frame_wait * 1e9)
+        clock_ns, moved = self._now_ns(), self._monotonic()
+        while not request.decided and not job.should_stop():
+            now_ns = self._now_ns()
+            if now_ns >= deadline_ns:
+                break
+            if now_ns != clock_ns:
+                clock_ns, moved = now_ns, self._monotonic()
+            elif self._monotonic() - moved >= settings.frame_wait:
+                break  # the node clock stands still (a paused or ended bag): nothing will come
+            # In steady slices (ending early when the frame comes): the node clock may run
+            # slower or faster than the steady one, so its remaining time is no steady wait.
+            cameras.drain(FRAME_WAIT_SLICE_S, lambda: request.decided)
         try:
-            return cameras.await_frame(job.camera, job.frame_request, wait_s)
+            return cameras.await_frame(job.camera, request, 0.0)
         except FrameChoiceError as error:
             raise Refusal(getattr(Answer, error.status), str(error)) from None
 
