@@ -128,6 +128,41 @@ CHATML_SPECIALS = (
 )
 
 
+def chatml_template(default_system: str | None) -> str:
+    """
+    Return the Qwen-VL ChatML chat template.
+
+    Each image item sits in place as ``<|vision_start|><|image_pad|><|vision_end|>``;
+    ``default_system`` is the system turn when the messages have none (None: no system turn,
+    as Qwen3-VL).
+    """
+    system = (
+        (
+            '{% if messages[0]["role"] != "system" %}'
+            f'<|im_start|>system\n{default_system}<|im_end|>\n'
+            '{% endif %}'
+        )
+        if default_system
+        else ''
+    )
+    return system + (
+        '{% for message in messages %}'
+        '<|im_start|>{{ message["role"] }}\n'
+        '{% if message["content"] is string %}{{ message["content"] }}'
+        '{% else %}'
+        '{% for item in message["content"] %}'
+        '{% if item["type"] == "image" %}<|vision_start|><|image_pad|><|vision_end|>'
+        '{% elif item["type"] == "video" %}<|vision_start|><|video_pad|><|vision_end|>'
+        '{% elif item["type"] == "text" %}{{ item["text"] }}'
+        '{% endif %}'
+        '{% endfor %}'
+        '{% endif %}'
+        '<|im_end|>\n'
+        '{% endfor %}'
+        '{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}'
+    )
+
+
 def chatml_tokenizer(chat_template: str) -> PreTrainedTokenizerFast:
     """Return a Qwen-VL-like tokenizer: ChatML turns, vision tokens, ``chat_template``."""
     return PreTrainedTokenizerFast(

@@ -22,6 +22,7 @@ from ..text import (
     VISION_HIDDEN,
     VISION_INTERMEDIATE,
     VISION_LAYERS,
+    chatml_template,
     chatml_tokenizer,
 )
 
@@ -68,25 +69,7 @@ SIZES = {
 
 # Qwen2.5-VL's ChatML format, each image item as <|vision_start|><|image_pad|><|vision_end|> in
 # place, with the default system prompt when the messages have none.
-CHAT_TEMPLATE = (
-    '{% if messages[0]["role"] != "system" %}'
-    '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n'
-    '{% endif %}'
-    '{% for message in messages %}'
-    '<|im_start|>{{ message["role"] }}\n'
-    '{% if message["content"] is string %}{{ message["content"] }}'
-    '{% else %}'
-    '{% for item in message["content"] %}'
-    '{% if item["type"] == "image" %}<|vision_start|><|image_pad|><|vision_end|>'
-    '{% elif item["type"] == "video" %}<|vision_start|><|video_pad|><|vision_end|>'
-    '{% elif item["type"] == "text" %}{{ item["text"] }}'
-    '{% endif %}'
-    '{% endfor %}'
-    '{% endif %}'
-    '<|im_end|>\n'
-    '{% endfor %}'
-    '{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}'
-)
+CHAT_TEMPLATE = chatml_template(default_system='You are a helpful assistant.')
 
 
 def _as_published(image_processor: dict, processor: dict) -> None:

@@ -16,6 +16,7 @@ from ..text import (
     VISION_HIDDEN,
     VISION_INTERMEDIATE,
     VISION_LAYERS,
+    chatml_template,
     chatml_tokenizer,
 )
 
@@ -32,22 +33,7 @@ MROPE_SECTION = (2, 3, 3)  # temporal, height, width; sums to head_dim / 2, inte
 ROPE_THETA = 5000000.0
 
 # The ChatML format with each image item in place; Qwen3-VL adds no default system prompt.
-CHAT_TEMPLATE = (
-    '{% for message in messages %}'
-    '<|im_start|>{{ message["role"] }}\n'
-    '{% if message["content"] is string %}{{ message["content"] }}'
-    '{% else %}'
-    '{% for item in message["content"] %}'
-    '{% if item["type"] == "image" %}<|vision_start|><|image_pad|><|vision_end|>'
-    '{% elif item["type"] == "video" %}<|vision_start|><|video_pad|><|vision_end|>'
-    '{% elif item["type"] == "text" %}{{ item["text"] }}'
-    '{% endif %}'
-    '{% endfor %}'
-    '{% endif %}'
-    '<|im_end|>\n'
-    '{% endfor %}'
-    '{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}'
-)
+CHAT_TEMPLATE = chatml_template(default_system=None)
 
 # The maps of a 640x480 frame (rows, cols) under the tiny budget: it resizes to 576 x 416 px =
 # 36 x 26 patches of 16 px, 18 x 13 tokens after the 2 x 2 merge (the attention maps read
