@@ -43,7 +43,7 @@ from sensor_msgs.msg import Image
 from vicrop_interfaces.msg import Answer, Question
 
 from .jobs import STATUS_NAMES
-from .qos import shm_profile_path, with_dds_profile
+from .qos import FASTDDS_PROFILE_VARIABLES, shm_profile_path, with_dds_profile
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -121,9 +121,9 @@ def use_dds_profile(choice: str) -> str | None:
     Must run before rclpy.init in this process. Returns the profile path, or None.
     """
     profile = shm_profile_path() if choice == 'shm' else None
-    environment = with_dds_profile(dict(os.environ), profile)
-    os.environ.clear()
-    os.environ.update(environment)
+    for variable in FASTDDS_PROFILE_VARIABLES:
+        os.environ.pop(variable, None)
+    os.environ.update(with_dds_profile({}, profile))
     return profile
 
 

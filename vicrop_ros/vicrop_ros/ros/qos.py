@@ -7,7 +7,9 @@ one or two frames' worth of memory (a 1280x720 bgr8 overlay is 2.8 MB) instead o
 """
 
 from collections.abc import Iterable
+from pathlib import Path
 
+from ament_index_python.packages import get_package_share_directory
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -22,10 +24,6 @@ FASTDDS_PROFILE_VARIABLES = ('FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_
 
 def shm_profile_path() -> str:
     """Return the installed shared-memory profile for large images (config/fastdds_shm.xml)."""
-    from pathlib import Path
-
-    from ament_index_python.packages import get_package_share_directory
-
     return str(Path(get_package_share_directory('vicrop_ros')) / 'config' / 'fastdds_shm.xml')
 
 
