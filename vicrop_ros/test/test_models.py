@@ -79,7 +79,7 @@ def test_rel_att_map_is_the_ratio_of_eager_maps(family, tiny_model, tiny_model_d
             cross = run.token_to_patch[row][:, :, 1:].mean(dim=0)  # (32 queries, 256 patches)
             assert cross.shape == (32, 256)
             per_token = per_token @ cross
-        maps.append(per_token.reshape(adapter.patch_grid(inputs, row)))
+        maps.append(adapter.token_grid(per_token, inputs, row, inputs['input_ids'][row]))
     expected = safe_ratio(maps[0], maps[1], config.epsilon).numpy()
     actual = prepared.saliency(QUESTION, config)
     np.testing.assert_allclose(actual.values, expected, rtol=1e-4, atol=1e-6)
@@ -148,9 +148,11 @@ def test_hot_spot_maps_back_through_the_real_preprocessing(family, size, tiny_mo
     inputs = adapter.encode([[prepared.view]], [adapter.prompt('q', 1)])
     pixels = adapter.pixel_images(inputs, inputs['pixel_values'])[0].float()  # (C, H, W)
     brightness = pixels.mean(dim=0)
-    rows, cols = adapter.patch_grid(inputs, 0)
+    rows, cols = (side // adapter.patch_size for side in brightness.shape)  # the patch grid
     cell_h, cell_w = brightness.shape[0] / rows, brightness.shape[1] / cols
-    peak_y, peak_x = np.unravel_index(int(brightness.argmax()), brightness.shape)
+    low, high = float(brightness.min()), float(brightness.max())
+    spot_y, spot_x = np.nonzero((brightness > (low + high) / 2).numpy())
+    peak_y, peak_x = spot_y.mean(), spot_x.mean()  # the spot's centre as the processor shows it
     values = np.zeros((rows, cols), np.float32)
     values[int(peak_y // cell_h), int(peak_x // cell_w)] = 1.0
     grid = project_to_image([SaliencyMap(values, prepared.extent)], size)
@@ -169,7 +171,9 @@ def test_centre_crop_geometry_of_the_stock_llava_processor(tiny_model):
     pixels = processor(hot_spot_image(*size, x, y), return_tensors='pt')['pixel_values'][0]
     brightness = pixels.mean(dim=0)
     side = brightness.shape[0] // 24
-    peak_y, peak_x = np.unravel_index(int(brightness.argmax()), brightness.shape)
+    low, high = float(brightness.min()), float(brightness.max())
+    spot_y, spot_x = np.nonzero((brightness > (low + high) / 2).numpy())
+    peak_y, peak_x = spot_y.mean(), spot_x.mean()  # the spot's centre as the processor shows it
     values = np.zeros((24, 24), np.float32)
     values[peak_y // side, peak_x // side] = 1.0
     crop_size = (processor.crop_size['width'], processor.crop_size['height'])

@@ -69,7 +69,8 @@ def reference_answer(eager: HfVisionLanguageModel, image: np.ndarray, question: 
             output = eager.model(**inputs, output_attentions=True)
         attention = output.attentions[layer][0, :, -1].detach()  # (heads, keys)
         positions = inputs['input_ids'][0] == eager.image_token_id
-        maps.append(attention[:, positions].float().mean(0).reshape(eager.patch_grid(inputs, 0)))
+        per_token = attention[:, positions].float().mean(0)  # (image tokens,)
+        maps.append(eager.token_grid(per_token, inputs, 0, inputs['input_ids'][0]))
         del output
     ratio = safe_ratio(maps[0], maps[1], config.epsilon).cpu().numpy()
     grid = project_to_image([SaliencyMap(ratio, extent)], image_size(image))

@@ -145,7 +145,7 @@ class HfVisionLanguageModel:
       (checked when the subclass is defined);
     * where its checkpoints differ from the defaults (LLaVA-like: a chat template, a square input
       of ``vision_config.image_size``, one token per patch): :meth:`model_view`,
-      :meth:`prompt`, :meth:`encode`, :meth:`forward`, :meth:`patch_grid`,
+      :meth:`prompt`, :meth:`encode`, :meth:`forward`, :meth:`patch_grid`, :meth:`token_grid`,
       :meth:`pixel_images`, :meth:`image_tokens`, :attr:`input_size`, :attr:`decoder_layers`,
       :attr:`output_head`, :meth:`apply_pixel_budget`, :attr:`question_template`,
       :attr:`attention_implementation`;
@@ -317,6 +317,19 @@ class HfVisionLanguageModel:
         """Return (rows, cols) of the image-patch grid of row ``row``: (input / patch) squared."""
         side = self.input_size // self.patch_size
         return (side, side)
+
+    def token_grid(
+        self, values: torch.Tensor, inputs, row: int, ids: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        Lay out one row's image-token values on its image: (image tokens,) -> (rows, cols).
+
+        ``values`` are in token order; ``ids`` (keys,) are the row's token ids (with a shared
+        prefix, prefix and suffix). Default: the tokens are one row-major grid of
+        :meth:`patch_grid`; a family whose image tokens come in several views (tiles) arranges
+        them here.
+        """
+        return values.reshape(self.patch_grid(inputs, row))
 
     def pixel_images(self, inputs, pixel_tensor: torch.Tensor) -> torch.Tensor:
         """Return ``pixel_tensor`` (shaped like ``pixel_values``) as (batch, C, H, W) images."""
@@ -528,7 +541,7 @@ class HfVisionLanguageModel:
             values = per_token[row][positions]  # (image_tokens,)
             if token_to_patch is not None:
                 values = values @ token_to_patch[row]  # (patches,)
-            grids.append(values.reshape(self.patch_grid(inputs, row)))
+            grids.append(self.token_grid(values, inputs, row, key_ids[row]))
         return grids
 
 

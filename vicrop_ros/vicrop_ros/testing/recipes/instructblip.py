@@ -37,6 +37,12 @@ QFORMER_MAX_POSITIONS = 512
 # The maps of a 640x480 frame (rows, cols): (224 / 14)^2 patches, for attention and pixel maps.
 MAP_GRIDS_640x480 = {'attention': (16, 16), 'pure_grad': (16, 16)}
 
+
+def image_token_runs(config, inputs) -> list[int]:
+    """Return the image-token count of the image of ``inputs`` by the config: the queries."""
+    return [config.num_query_tokens]
+
+
 HUB = HubLayout(
     'InstructBlipVideoProcessor',
     files_processor_class='InstructBlipProcessor',

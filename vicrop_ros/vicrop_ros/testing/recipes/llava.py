@@ -34,6 +34,16 @@ PATCH_SIZE = 14
 # The maps of a 640x480 frame (rows, cols): (336 / 14)^2 patches, for attention and pixel maps.
 MAP_GRIDS_640x480 = {'attention': (24, 24), 'pure_grad': (24, 24)}
 
+# The two-image prompt as the published template renders it ({question}: the text item).
+TWO_IMAGE_PROMPT = 'USER: <image>\n<image>\n{question} ASSISTANT:'
+
+
+def image_token_runs(config, inputs) -> list[int]:
+    """Return the image-token count of each image of ``inputs`` by the config: one per patch."""
+    side = config.vision_config.image_size // config.vision_config.patch_size
+    return [side * side] * len(inputs['pixel_values'])
+
+
 HUB = HubLayout(
     'LlavaProcessor', chat_template_files=('chat_template.json', 'chat_template.jinja')
 )

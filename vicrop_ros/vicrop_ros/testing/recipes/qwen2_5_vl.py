@@ -97,6 +97,20 @@ def _as_published(image_processor: dict, processor: dict) -> None:
 # tokens); pure-grad pools pixel gradients per patch.
 MAP_GRIDS_640x480 = {'attention': (13, 18), 'pure_grad': (26, 36)}
 
+# The two-image prompt as the published template renders it ({question}: the text item).
+VISION = '<|vision_start|><|image_pad|><|vision_end|>'
+TWO_IMAGE_PROMPT = (
+    '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n'
+    f'<|im_start|>user\n{VISION}{VISION}{{question}}<|im_end|>\n<|im_start|>assistant\n'
+)
+
+
+def image_token_runs(config, inputs) -> list[int]:
+    """Return the image-token count of each image of ``inputs`` by the config: merged patches."""
+    merge = config.vision_config.spatial_merge_size
+    return [int(t * h * w) // merge**2 for t, h, w in inputs['image_grid_thw']]
+
+
 HUB = HubLayout(
     'Qwen2_5_VLProcessor', chat_template_files=('chat_template.json',), edit=_as_published
 )

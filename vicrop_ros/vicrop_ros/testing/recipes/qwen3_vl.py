@@ -19,6 +19,7 @@ from ..text import (
     chatml_template,
     chatml_tokenizer,
 )
+from .qwen2_5_vl import VISION, image_token_runs  # noqa: F401 (the same token layout)
 
 # Qwen3-VL's vision input (transformers' defaults for the family): 16 px patches merged 2 x 2
 # (32 px per token), two frames per temporal patch, mean and std 0.5.
@@ -39,6 +40,11 @@ CHAT_TEMPLATE = chatml_template(default_system=None)
 # 36 x 26 patches of 16 px, 18 x 13 tokens after the 2 x 2 merge (the attention maps read
 # tokens); pure-grad pools pixel gradients per patch.
 MAP_GRIDS_640x480 = {'attention': (13, 18), 'pure_grad': (26, 36)}
+
+# The two-image prompt as the published template renders it: no default system turn.
+TWO_IMAGE_PROMPT = (
+    f'<|im_start|>user\n{VISION}{VISION}{{question}}<|im_end|>\n<|im_start|>assistant\n'
+)
 
 HUB = HubLayout('Qwen3VLProcessor', chat_template_files=('chat_template.json',))
 
