@@ -175,7 +175,7 @@ def test_centre_crop_geometry_of_the_stock_llava_processor(tiny_model):
     spot_y, spot_x = np.nonzero((brightness > (low + high) / 2).numpy())
     peak_y, peak_x = spot_y.mean(), spot_x.mean()  # the spot's centre as the processor shows it
     values = np.zeros((24, 24), np.float32)
-    values[peak_y // side, peak_x // side] = 1.0
+    values[int(peak_y // side), int(peak_x // side)] = 1.0
     crop_size = (processor.crop_size['width'], processor.crop_size['height'])
     extent = centre_crop_extent(size, processor.size['shortest_edge'], crop_size)
     box = select_box(project_to_image([SaliencyMap(values, extent)], size), size, 336)

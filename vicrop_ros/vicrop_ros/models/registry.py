@@ -33,6 +33,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     Family('qwen2_5_vl', 'Qwen2.5-VL', 'Qwen2_5_VLAdapter', 'Qwen/Qwen2.5-VL-3B-Instruct'),
     Family('qwen3_vl', 'Qwen3-VL', 'Qwen3VLAdapter', 'Qwen/Qwen3-VL-2B-Instruct'),
+    Family('smolvlm', 'SmolVLM2', 'SmolVLMAdapter', 'HuggingFaceTB/SmolVLM2-500M-Video-Instruct'),
 )
 FAMILY_NAMES: tuple[str, ...] = tuple(family.name for family in FAMILIES)
 _BY_NAME = {family.name: family for family in FAMILIES}
