@@ -167,6 +167,9 @@ class HfVisionLanguageModel:
 
     # The paper's attention layer for the depth of the paper's checkpoint: (layer, depth).
     paper_layer: ClassVar[tuple[int, int]]
+    # The crop base size in pixels for families with no fixed input side (they resize every
+    # image to a budget): the paper's choice; None: the vision input side (config).
+    paper_base_size: ClassVar[int | None] = None
     # Whether the attention passes and the answer share the [system + image] prefix (Prefix).
     shares_prefix: ClassVar[bool] = False
     # Whether one prompt holds several images (image items of a chat template).
@@ -227,7 +230,9 @@ class HfVisionLanguageModel:
 
     @property
     def input_size(self) -> int:
-        """Return the vision input side in pixels (config): the box search's base size."""
+        """Return the box search's base size: :attr:`paper_base_size`, or the vision input side."""
+        if self.paper_base_size is not None:
+            return self.paper_base_size
         return int(self.model.config.vision_config.image_size)
 
     @property

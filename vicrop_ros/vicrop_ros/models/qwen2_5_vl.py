@@ -39,11 +39,6 @@ class Qwen2_5_VLAdapter(HfVisionLanguageModel):  # noqa: N801 (transformers' nam
         """Qwen2_5_VLForConditionalGeneration."""
         return Qwen2_5_VLForConditionalGeneration
 
-    @property
-    def input_size(self) -> int:
-        """Return the paper's base size for Qwen2.5-VL."""
-        return self.paper_base_size
-
     @staticmethod
     def apply_pixel_budget(processor, min_pixels: int, max_pixels: int) -> None:
         """

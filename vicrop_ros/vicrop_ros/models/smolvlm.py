@@ -76,11 +76,6 @@ class SmolVLMAdapter(HfVisionLanguageModel):
         return SmolVLMForConditionalGeneration
 
     @property
-    def input_size(self) -> int:
-        """Return the box base size (see the class docstring)."""
-        return self.paper_base_size
-
-    @property
     def decoder_layers(self) -> torch.nn.ModuleList:
         """Return the text model's decoder layers."""
         return self.model.model.text_model.layers
@@ -95,6 +90,14 @@ class SmolVLMAdapter(HfVisionLanguageModel):
         """Wrap ``model`` and ``processor`` (see the base class)."""
         super().__init__(name, model, processor)
         self._block_lengths: dict[tuple[int, int], int] = {}  # (R, C) -> tokens, see image_tokens
+        tokenizer = processor.tokenizer
+        # Token id -> (row, column) of each tile token the tokenizer has.
+        self._tile_ids = {
+            token_id: (int(match[1]), int(match[2]))
+            for token, token_id in tokenizer.added_tokens_encoder.items()
+            if (match := TILE_TOKEN.fullmatch(token))
+        }
+        self._global_id = tokenizer.convert_tokens_to_ids(processor.global_image_token)
 
     def image_tokens(self, width: int, height: int) -> int:
         """Return the length of an image's prompt block: tiles, tile tokens and global view."""
@@ -127,12 +130,11 @@ class SmolVLMAdapter(HfVisionLanguageModel):
         view); (0, 0) for an image shown alone.
         """
         rows = cols = 0
-        for token in self.processor.tokenizer.convert_ids_to_tokens(ids.tolist()):
-            if token == self.processor.global_image_token:
+        for token_id in ids.tolist():
+            if token_id == self._global_id:
                 break  # the first image's global view comes after all its tiles
-            match = TILE_TOKEN.fullmatch(token)
-            if match is not None:
-                rows, cols = max(rows, int(match[1])), max(cols, int(match[2]))
+            row, col = self._tile_ids.get(token_id, (0, 0))
+            rows, cols = max(rows, row), max(cols, col)
         return rows, cols
 
     def views_of_first_image(self, ids: torch.Tensor) -> int:
