@@ -3,6 +3,7 @@
 
     vicrop-replay BAG --script questions.yaml [--rate 1.0] [--clock] [--remap OLD:=NEW ...]
                   [--out-bag OUT] [--report report.jsonl] [--saliency-dir DIR] [--golden G.jsonl]
+                  [--overlap]
 
 Any bag with Image/CompressedImage topics works (mcap or sqlite3; stored bytes are published as
 they are). The script (YAML ``questions:`` list, or JSONL) gives per question ``at`` (seconds after
@@ -12,12 +13,18 @@ the bag's first message), ``question``, and optionally ``id``, ``camera``, ``met
 contain; ``status``: the status the answer must have, default OK). The script is validated
 (``replay_script.py``) before anything is replayed.
 
+A question is sent ``--question-lag`` bag seconds after its bag time, once every message up to
+then is published and acknowledged by the node's reliable readers, and bag time stands still
+until its answer (lockstep; ``--overlap`` does not wait): the report does not depend on the
+node's speed, the machine's load or the rate.
+
 Exit status: 0 every question passed; 1 a regression (a question without exactly one answer, a
 status other than expected, an expectation or a golden difference); 2 a usage or input error (bad
 arguments, script, golden report or bag; the node not found).
 """
 
 import argparse
+from contextlib import contextmanager
 import json
 from pathlib import Path
 import sys
@@ -26,6 +33,7 @@ import time
 
 import cv2
 import rclpy
+from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import NodeNameNonExistentError
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -139,6 +147,37 @@ class Replayer:
                 raise TimeoutError(f'nobody subscribes to {missing} after {timeout_s} s')
             time.sleep(0.05)
 
+    def wait_for_acknowledgements(self, timeout_s: float) -> None:
+        """
+        Wait until the node's reliable camera readers hold every frame published so far.
+
+        A question is sent only then: its frames are in the node whatever the load or the rate
+        (best-effort readers acknowledge nothing; determinism needs reliable ones).
+        """
+        for publisher in self.publishers.values():
+            if not publisher.wait_for_all_acked(Duration(seconds=timeout_s)):
+                raise TimeoutError(
+                    f'the node did not acknowledge the frames on {publisher.topic_name} '
+                    f'within {timeout_s} s'
+                )
+
+    def await_answers(
+        self, questions: list[ScriptedQuestion], timeout_s: float, rate: float, clock_runs: bool
+    ) -> None:
+        """
+        Wait up to ``timeout_s`` until every one of ``questions`` has an answer.
+
+        With ``clock_runs`` bag time goes on meanwhile (at ``rate``), as a player's clock does
+        after the last message: the node's frame waits run on it. Otherwise it stands still.
+        """
+        deadline = time.monotonic() + timeout_s
+        waited_wall, waited_ns = time.monotonic(), self.bag_now_ns
+        while any(not q.answers for q in questions) and time.monotonic() < deadline:
+            if clock_runs:
+                elapsed_ns = int((time.monotonic() - waited_wall) * rate * 1e9)
+                self.tick_clock(waited_ns + elapsed_ns)
+            time.sleep(0.02)
+
     def tick_clock(self, bag_ns: int) -> None:
         """Advance the bag time (and /clock when enabled)."""
         self.bag_now_ns = bag_ns
@@ -165,6 +204,43 @@ class Replayer:
         self.executor.shutdown()
         self._spinner.join(timeout=5)
         self.node.destroy_node()
+
+
+class Pace:
+    """
+    Wall time for bag time at a playback rate, with pauses left out.
+
+    Bag time ``start_ns`` is now; bag time t is due ``(t - start_ns) / rate`` wall seconds
+    later, plus every pause (:meth:`paused`) taken meanwhile.
+    """
+
+    def __init__(self, start_ns: int, rate: float, monotonic=time.monotonic):
+        """Start pacing now (``monotonic``: seconds)."""
+        self.start_ns, self.rate, self._monotonic = start_ns, rate, monotonic
+        self._wall_start = monotonic()
+        self._paused_s = 0.0
+
+    def wall_due(self, bag_ns: int) -> float:
+        """Return the monotonic time at which bag time ``bag_ns`` is due."""
+        return self._wall_start + self._paused_s + (bag_ns - self.start_ns) / 1e9 / self.rate
+
+    def wait_until(self, bag_ns: int) -> None:
+        """Sleep until bag time ``bag_ns`` is due."""
+        while (delay := self.wall_due(bag_ns) - self._monotonic()) > 0:
+            time.sleep(min(delay, 0.01))
+
+    def elapsed_s(self) -> float:
+        """Return the wall seconds of playing so far (pauses left out)."""
+        return self._monotonic() - self._wall_start - self._paused_s
+
+    @contextmanager
+    def paused(self):
+        """Leave the time spent in the ``with`` block out of the pace."""
+        began = self._monotonic()
+        try:
+            yield
+        finally:
+            self._paused_s += self._monotonic() - began
 
 
 def choose_topics(
@@ -246,49 +322,42 @@ def play(args: argparse.Namespace, questions: list[ScriptedQuestion], context) -
             start_ns, end_ns = reader.start_time, reader.end_time
             replayer.tick_clock(start_ns)
             time.sleep(0.2)  # let the clock reach the node before the first frame
-            pending = list(questions)
-            wall_start = time.monotonic()
+            pace = Pace(start_ns, args.rate)
+            pending = list(questions)  # sorted by at
 
-            def wait_until(bag_ns: int) -> None:
-                target = wall_start + (bag_ns - start_ns) / 1e9 / args.rate
-                while (delay := target - time.monotonic()) > 0:
-                    time.sleep(min(delay, 0.01))
+            def due_ns(scripted: ScriptedQuestion) -> int:
+                # Asked --question-lag bag seconds after its bag time (its stamp stays the bag
+                # time), once every message up to then has been published and acknowledged.
+                return start_ns + int((scripted.at + args.question_lag) * 1e9)
 
-            def due_wall(scripted: ScriptedQuestion) -> float:
-                # Sent --question-lag bag seconds after its bag time: that time's frames have
-                # arrived, at any rate, and are still in the node's ring.
-                return wall_start + (scripted.at + args.question_lag) / args.rate
-
-            def ask_due() -> None:
-                while pending and time.monotonic() >= due_wall(pending[0]):
-                    replayer.ask(pending.pop(0), start_ns)
+            def ask_due(before_ns: int) -> None:
+                """Ask every pending question due before ``before_ns`` (bag time)."""
+                while pending and due_ns(pending[0]) < before_ns:
+                    scripted = pending.pop(0)
+                    question_ns = max(due_ns(scripted), replayer.bag_now_ns)
+                    pace.wait_until(question_ns)
+                    replayer.tick_clock(question_ns)
+                    replayer.wait_for_acknowledgements(args.wait)
+                    replayer.ask(scripted, start_ns)
+                    if not args.overlap:
+                        # Lockstep: bag time stands still until the answer, so the frames the
+                        # node holds and its queue do not depend on its speed or the rate.
+                        after_end = question_ns >= end_ns
+                        with pace.paused():
+                            replayer.await_answers([scripted], args.timeout, args.rate, after_end)
 
             published = 0
             for connection, timestamp, raw in reader.messages(connections=connections):
-                ask_due()
-                wait_until(timestamp)
+                ask_due(timestamp)
+                pace.wait_until(timestamp)
                 replayer.tick_clock(timestamp)
                 replayer.publisher(connection.topic, connection.msgtype).publish(
                     cdr(connection, raw)
                 )
                 published += 1
-            playback_s = time.monotonic() - wall_start
-            for scripted in list(pending):  # after the last message the clock goes on
-                question_ns = start_ns + int(scripted.at * 1e9)
-                if question_ns > replayer.bag_now_ns:
-                    wait_until(question_ns)
-                    replayer.tick_clock(question_ns)
-                while time.monotonic() < due_wall(scripted):
-                    time.sleep(0.01)
-                replayer.ask(pending.pop(0), start_ns)
-        deadline = time.monotonic() + args.timeout
-        ended_wall, ended_ns = time.monotonic(), replayer.bag_now_ns
-        while any(not q.answers for q in questions) and time.monotonic() < deadline:
-            # Bag time goes on after the last message, as a player's clock does: the node's
-            # frame waits run on it and end after the same bag time at any rate.
-            elapsed_ns = int((time.monotonic() - ended_wall) * args.rate * 1e9)
-            replayer.tick_clock(ended_ns + elapsed_ns)
-            time.sleep(0.05)
+            playback_s = pace.elapsed_s()
+            ask_due(sys.maxsize)  # after the last message the clock goes on
+        replayer.await_answers(questions, args.timeout, args.rate, True)
         time.sleep(args.settle)  # a second answer to one question would arrive now
         bag_s = (end_ns - start_ns) / 1e9
         return {
@@ -398,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument('--timeout', type=float, default=60.0, help='seconds to wait for answers')
     parser.add_argument('--wait', type=float, default=60.0, help='seconds to wait for the node')
+    parser.add_argument(
+        '--overlap', action='store_true',
+        help='send questions on time without waiting for answers (they queue as live ones do; '
+        'the report then depends on the node\'s speed and the rate)',
+    )  # fmt: skip
     parser.add_argument('--settle', type=float, default=0.5, help='seconds to catch extra answers')
     parser.add_argument(
         '--question-lag', type=float, default=0.1,
