@@ -6,6 +6,9 @@ from pathlib import Path
 from hypothesis import settings
 import pytest
 
+# The user-facing replay fixture (vicrop_replay), loaded as a robot team's conftest would.
+pytest_plugins = ['vicrop_ros.testing.replay_fixture']
+
 # Hypothesis fails an example that takes over 200 ms by default: a timing assertion, which a
 # busy machine turns red. Property tests here assert results only.
 settings.register_profile('vicrop', deadline=None)

@@ -12,16 +12,15 @@ from vicrop_ros.ros.demo_bag import START_NS, WRIST_TOPIC, write_demo_bag
 
 pytestmark = [pytest.mark.dds, pytest.mark.slow, pytest.mark.timeout(300)]
 RATE_HZ = 30.0
+SIZES = {'head': (320, 240), 'wrist': (640, 360)}  # width, height
 
 
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):
     """Write a small demo bag (2 s, 30 Hz, sqlite3 storage) and its question script."""
     out = tmp_path_factory.mktemp('demo')
-    bag, script = write_demo_bag(
-        out, seconds=2.0, rate_hz=RATE_HZ, head_size=(320, 240), wrist_size=(640, 360),
-        storage='sqlite3',
-    )  # fmt: skip
+    bag, script = write_demo_bag(out, seconds=2.0, rate_hz=RATE_HZ, storage='sqlite3',
+                                 head_size=SIZES['head'], wrist_size=SIZES['wrist'])  # fmt: skip
     return bag, script
 
 
@@ -67,9 +66,9 @@ def frame_stamps() -> set[str]:
 def test_replay_answers_every_question_once_with_bag_stamps(demo, sim_time_node, tmp_path):
     bag, script = demo
     report, out_bag = tmp_path / 'report.jsonl', tmp_path / 'outputs'
-    saliency = tmp_path / 'saliency'
+    saliency, page = tmp_path / 'saliency', tmp_path / 'report.html'
     result = replay(bag, script, sim_time_node, '--report', report, '--out-bag', out_bag,
-                    '--saliency-dir', saliency)  # fmt: skip
+                    '--saliency-dir', saliency, '--html', page)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     questions, summary = read_report(report)
     scripted = yaml.safe_load(script.read_text())['questions']
@@ -80,6 +79,15 @@ def test_replay_answers_every_question_once_with_bag_stamps(demo, sim_time_node,
         assert entry['image_stamp'] in stamps  # the stamp of a frame from the bag
         seconds = float(entry['image_stamp']) - START_NS / 1e9
         assert abs(seconds - entry['at']) <= 1 / RATE_HZ  # the frame at the question's time
+        # The frame used and the node's stage timings are in the report.
+        assert entry['camera_used'] == entry['camera']
+        assert entry['image_size'] == list(SIZES[entry['camera']])
+        timings = entry['timings_ms']
+        assert set(timings) == {'queue_wait', 'saliency', 'crop', 'answer', 'total'}
+        assert timings['total'] >= timings['answer'] > 0
+    html = page.read_text()
+    assert all(f'<tr id="{question_id}" class="passed">' in html for question_id in questions)
+    assert html.count('src="data:image/png;base64,') == len(questions)  # each with its saliency
     assert summary['messages'] == 2 * int(2.0 * RATE_HZ)
     assert summary['rate_requested'] == 1.0 and summary['rate_achieved'] > 0
     assert sorted(p.stem for p in saliency.glob('*.png')) == sorted(questions)
@@ -92,25 +100,28 @@ def test_replay_answers_every_question_once_with_bag_stamps(demo, sim_time_node,
 
 
 def test_replay_is_deterministic_and_the_golden_check_catches_a_change(
-    demo, sim_time_node, tmp_path
+    demo, sim_time_node, tmp_path, vicrop_replay
 ):
+    """Also the example of the user-facing fixture (README: regression tests with rosbags)."""
     bag, script = demo
-    first, second = tmp_path / 'first.jsonl', tmp_path / 'second.jsonl'
-    assert replay(bag, script, sim_time_node, '--report', first).returncode == 0
-    result = replay(bag, script, sim_time_node, '--report', second, '--golden', first)
-    assert result.returncode == 0, result.stdout
-    one, two = read_report(first)[0], read_report(second)[0]
+    first = vicrop_replay(bag, script, node=sim_time_node)
+    assert first.passed, first.explain()
+    second = vicrop_replay(bag, script, node=sim_time_node, golden=first.report)
+    assert second.passed, second.explain()
     for key in ('answer', 'box', 'image_stamp', 'status'):
-        assert {i: e[key] for i, e in one.items()} == {i: e[key] for i, e in two.items()}
+        assert {i: e[key] for i, e in first.questions.items()} == {
+            i: e[key] for i, e in second.questions.items()
+        }
 
     planted = tmp_path / 'planted.jsonl'
-    lines = first.read_text().splitlines()
+    lines = first.report.read_text().splitlines()
     entry = json.loads(lines[0])
     entry['box'] = [0, 0, 1, 1]
     planted.write_text('\n'.join([json.dumps(entry), *lines[1:]]) + '\n')
-    result = replay(bag, script, sim_time_node, '--golden', planted)
-    assert result.returncode == 1
-    assert 'differs from the golden report' in result.stdout and entry['id'] in result.stdout
+    changed = vicrop_replay(bag, script, node=sim_time_node, golden=planted)
+    assert changed.returncode == 1 and not changed.passed
+    assert 'differs from the golden report' in changed.explain()
+    assert f'  {entry["id"]}: ' in changed.explain()  # the failed question, named
 
 
 def test_stale_checks_use_bag_time_with_sim_time(demo, sim_time_node, tmp_path):
@@ -224,3 +235,40 @@ def test_the_same_bag_at_rates_01_1_and_10_gives_identical_reports(demo, sim_tim
         reports[rate] = {i: tuple(e[k] for k in keys) for i, e in read_report(report)[0].items()}
     assert reports[0.1] == reports[1.0] == reports[10.0]
     assert {entry[0] for entry in reports[1.0].values()} == {'OK'}
+
+
+def test_header_time_answers_a_bag_recorded_far_from_its_header_stamps(tmp_path, sim_time_node):
+    """A recorder's clock 1e7 s off the cameras': header time answers, bag time goes stale."""
+    bag, script = write_demo_bag(tmp_path, seconds=2.0, rate_hz=RATE_HZ, bag_offset_s=1e7,
+                                 head_size=SIZES['head'], wrist_size=SIZES['wrist'])  # fmt: skip
+    header, bag_time = tmp_path / 'header.jsonl', tmp_path / 'bag.jsonl'
+    result = replay(bag, script, sim_time_node, '--report', header)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'the header stamps are -10000000.000 s from bag time' in result.stderr
+    questions, _ = read_report(header)
+    stamps = frame_stamps()
+    assert all(e['status'] == 'OK' and e['image_stamp'] in stamps for e in questions.values())
+
+    result = replay(bag, script, sim_time_node, '--report', bag_time, '--time', 'bag')
+    assert result.returncode == 1
+    assert {e['status'] for e in read_report(bag_time)[0].values()} == {'STALE_IMAGE'}
+
+
+def test_a_window_of_the_bag_played_twice_asks_its_questions_in_each_pass(
+    demo, sim_time_node, tmp_path
+):
+    bag, script = demo
+    report = tmp_path / 'window.jsonl'
+    result = replay(bag, script, sim_time_node, '--report', report, '--start', 0.9,
+                    '--duration', 0.7, '--loop', 2)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'leaving out label: at 0.5 s is outside the played window' in result.stderr
+    questions, summary = read_report(report)
+    assert sorted(questions) == ['cube', 'cube#2', 'dial', 'dial#2']
+    in_window = [i for i in range(int(2.0 * RATE_HZ)) if 0.9e9 <= int(i * 1e9 / RATE_HZ) <= 1.6e9]
+    assert summary['messages'] == 2 * 2 * len(in_window)  # 2 cameras, 2 passes
+    for question_id in ('cube', 'dial'):
+        first, second = questions[question_id], questions[f'{question_id}#2']
+        assert first['status'] == second['status'] == 'OK'
+        keys = ('answer', 'box', 'image_stamp', 'frame_id')
+        assert [first[k] for k in keys] == [second[k] for k in keys]

@@ -1,6 +1,6 @@
 """The replay's pace: bag time to wall time at a rate, with lockstep pauses left out (no DDS)."""
 
-from vicrop_ros.ros.replay import Pace
+from vicrop_ros.ros.replayer import Pace
 
 
 class FakeMonotonic:

@@ -88,8 +88,14 @@ def write_demo_bag(
     head_size: tuple[int, int] = (640, 480),
     wrist_size: tuple[int, int] = (1280, 720),
     storage: str = 'mcap',
+    bag_offset_s: float = 0.0,
 ) -> tuple[Path, Path]:
-    """Write the bag to ``out_dir/bag`` and the question script to ``out_dir/questions.yaml``."""
+    """
+    Write the bag to ``out_dir/bag`` and the question script to ``out_dir/questions.yaml``.
+
+    ``bag_offset_s``: bag time minus header stamps (a recorder whose clock differs from the
+    cameras'); 0 records each message at its header stamp.
+    """
     store = typestore()
     image_type = store.types['sensor_msgs/msg/Image']
     compressed_type = store.types['sensor_msgs/msg/CompressedImage']
@@ -112,16 +118,15 @@ def write_demo_bag(
                 height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8', is_bigendian=0,
                 step=rgb.shape[1] * 3, data=rgb.reshape(-1),
             )  # fmt: skip
-            writer.write(head, stamp_ns, store.serialize_cdr(message, image_type.__msgtype__))
+            bag_ns = stamp_ns + int(bag_offset_s * 1e9)
+            writer.write(head, bag_ns, store.serialize_cdr(message, image_type.__msgtype__))
             jpeg = cv2.imencode('.jpg', cv2.cvtColor(wrist_frame(*wrist_size, index),
                                                      cv2.COLOR_RGB2BGR))[1]  # fmt: skip
             message = compressed_type(
                 header=header_type(stamp=stamp, frame_id='wrist_camera_optical'),
                 format='jpeg', data=jpeg.reshape(-1),
             )  # fmt: skip
-            writer.write(
-                wrist, stamp_ns, store.serialize_cdr(message, compressed_type.__msgtype__)
-            )
+            writer.write(wrist, bag_ns, store.serialize_cdr(message, compressed_type.__msgtype__))
     questions = [q for q in QUESTIONS if q['at'] < seconds]
     script = out_dir / 'questions.yaml'
     script.write_text(

@@ -9,7 +9,7 @@ A question passes only when it got exactly one answer, with status OK unless ``e
 names the status it must have, and every other expectation and the golden report agree.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 import json
 from pathlib import Path
 
@@ -32,7 +32,7 @@ class ScriptedQuestion:
     """One question of the script and what became of it."""
 
     at: float  # seconds after the bag's first message
-    id: str
+    id: str  # as asked: the script's id, '<id>#<pass>' from the second --loop pass on
     question: str
     camera: str = ''
     method: str = ''
@@ -41,6 +41,13 @@ class ScriptedQuestion:
     line: int = 0  # where the question starts in the script (1-based)
     sent_wall: float | None = None  # time.monotonic() when published
     answers: list = field(default_factory=list)  # (Answer, time.monotonic()) received
+    script_id: str = ''  # the id in the script (golden entries are by it); '' = id
+
+    def in_pass(self, number: int) -> 'ScriptedQuestion':
+        """Return this question as asked in --loop pass ``number`` (1 = itself, unasked)."""
+        if number == 1:
+            return self
+        return replace(self, id=f'{self.id}#{number}', script_id=self.id, answers=[])
 
 
 def _number(value) -> bool:
@@ -173,7 +180,7 @@ def verdict(entry: dict, scripted: ScriptedQuestion, golden: dict | None) -> lis
                                    and region[2] <= box[2] and region[3] <= box[3]):  # fmt: skip
         failures.append(f'crop {box} does not contain the expected region {region}')
     if golden is not None:
-        reference = golden.get(scripted.id)
+        reference = golden.get(scripted.script_id or scripted.id)
         if reference is None:
             failures.append('not in the golden report')
         else:
