@@ -354,3 +354,36 @@ def test_instructblip_also_checks_the_question_against_the_q_formers_positions(t
     assert model.answer_prompt_tokens(question, (64, 48), VicropConfig()) < model.context_length
     problem = model.question_problem(question, (64, 48), VicropConfig())
     assert f'over its {limit} positions' in problem
+
+
+def test_smolvlm_tiles_sit_in_the_mosaic_where_their_pixels_are(tiny_model):
+    """
+    The tile views, laid out by pixel_images, rebuild the frame; token_grid uses the same order.
+
+    The frame is a red x-ramp and a green y-ramp: a tile out of place breaks the ramps.
+    """
+    adapter = tiny_model('smolvlm')
+    width, height = 640, 480
+    ramps = np.zeros((height, width, 3), np.uint8)
+    ramps[:, :, 0] = np.linspace(0, 255, width)[None, :]
+    ramps[:, :, 1] = np.linspace(0, 255, height)[:, None]
+    prepared = adapter.prepare(ramps)
+    inputs = prepared._encoded((QUESTION,), VicropConfig())
+    ids = inputs['input_ids'][0]
+    rows, cols = adapter.tile_layout(ids)
+    assert rows * cols >= 2, 'the test needs a frame split into several tiles'
+    mosaic = adapter.pixel_images(inputs, inputs['pixel_values'])[0].float()  # (C, R*H, C*W)
+    x_ramp = torch.arange(mosaic.shape[2], dtype=torch.float32)[None, :].expand(mosaic.shape[1:])
+    y_ramp = torch.arange(mosaic.shape[1], dtype=torch.float32)[:, None].expand(mosaic.shape[1:])
+    for channel, ramp in ((0, x_ramp), (1, y_ramp)):
+        correlation = torch.corrcoef(torch.stack([mosaic[channel].flatten(), ramp.flatten()]))
+        assert correlation[0, 1] > 0.99, (channel, correlation[0, 1])
+    # Tile k's tokens carry k (the global view 0): token_grid puts k at block (k // C, k % C).
+    side = adapter.tile_side
+    count = int((ids == adapter.image_token_id).sum())
+    values = torch.zeros(count)
+    values[: rows * cols * side * side] = torch.arange(rows * cols).repeat_interleave(side * side)
+    grid = adapter.token_grid(values, inputs, 0, ids)
+    expected = torch.arange(rows * cols, dtype=torch.float32).reshape(rows, cols)
+    expected = expected.repeat_interleave(side, 0).repeat_interleave(side, 1)
+    torch.testing.assert_close(grid, expected)
