@@ -17,7 +17,8 @@ case-insensitive substring; ``region``: [x0, y0, x1, y1] source pixels the crop 
 A question is sent ``--question-lag`` bag seconds after its time, once every message up to then
 is published and acknowledged by the node's reliable readers, and bag time stands still until
 its answer (lockstep; ``--overlap`` does not wait): the report does not depend on the node's
-speed, the machine's load or the rate.
+speed, the machine's load or the rate (for questions stamped with bag time; a ``newest``
+question gets the node's newest frame, which depends on when its reader took the last ones).
 
 Time: ``--time header`` (default) puts ``/clock`` and the question stamps on the header stamps'
 timeline (bag time plus the offset of the first played message, with a warning when it is a
