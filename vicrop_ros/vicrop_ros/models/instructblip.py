@@ -103,7 +103,14 @@ class InstructBlipAdapter(HfVisionLanguageModel):
         if torch.is_grad_enabled() and not pixels.requires_grad:
             # A pixel leaf puts the Q-Former's cross-attention into the autograd graph.
             pixels = pixels.detach().requires_grad_(True)
-        image_embeds = self.model.vision_model(pixel_values=pixels).last_hidden_state
+        rows = pixels.shape[0]
+        if not torch.is_grad_enabled() and all(torch.equal(pixels[0], p) for p in pixels[1:]):
+            # One frame under several prompts (rel-att's question and generic rows): the vision
+            # tower sees the same pixels, so it runs once. Gradient methods keep a leaf per row.
+            image_embeds = self.model.vision_model(pixel_values=pixels[:1]).last_hidden_state
+            image_embeds = image_embeds.expand(rows, -1, -1)
+        else:
+            image_embeds = self.model.vision_model(pixel_values=pixels).last_hidden_state
         queries = self.model.query_tokens.expand(image_embeds.shape[0], -1, -1)
         query_mask = torch.ones(queries.shape[:2], dtype=torch.long, device=self.device)
         qformer = self.model.qformer(

@@ -1,5 +1,7 @@
 """InstructBLIP-Vicuna (``Salesforce/instructblip-vicuna-7b``): ViT/14, a Q-Former, Vicuna."""
 
+from dataclasses import dataclass
+
 from transformers import (
     InstructBlipConfig,
     InstructBlipForConditionalGeneration,
@@ -13,6 +15,11 @@ from transformers.models.blip.image_processing_pil_blip import BlipImageProcesso
 
 from ..hub_layout import HubLayout
 from ..text import (
+    TEXT_HEADS,
+    TEXT_HIDDEN,
+    TEXT_INTERMEDIATE,
+    TEXT_KV_HEADS,
+    TEXT_LAYERS,
     VISION_HEADS,
     VISION_HIDDEN,
     VISION_INTERMEDIATE,
@@ -26,7 +33,6 @@ from ..text import (
 # The published input: 224 px ViT/14 (16 x 16 patches + CLS), a Q-Former with 32 learnt queries.
 IMAGE_SIZE = 224
 PATCH_SIZE = 14
-QFORMER_LAYERS = 4
 QFORMER_CROSS_ATTENTION_FREQUENCY = 2
 QFORMER_QUERY_TOKENS = 32
 QFORMER_MAX_POSITIONS = 512
@@ -50,10 +56,42 @@ HUB = HubLayout(
 )
 
 
+@dataclass(frozen=True)
+class InstructBlipSize:
+    """Widths and depths of the vision tower, the Q-Former and the Vicuna decoder."""
+
+    vision_hidden: int
+    vision_layers: int
+    vision_heads: int
+    vision_intermediate: int
+    qformer_hidden: int
+    qformer_layers: int
+    qformer_heads: int
+    qformer_intermediate: int
+    text_hidden: int
+    text_layers: int
+    text_heads: int
+    text_kv_heads: int
+    text_intermediate: int
+    vocab_size: int | None  # None: the tokenizer's size
+
+
+SIZES = {
+    # Tests: well under 1 M parameters.
+    'tiny': InstructBlipSize(VISION_HIDDEN, VISION_LAYERS, VISION_HEADS, VISION_INTERMEDIATE,
+                             VISION_HIDDEN, 4, VISION_HEADS, VISION_INTERMEDIATE, TEXT_HIDDEN,
+                             TEXT_LAYERS, TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE, None),
+    # CPU benchmarks: instructblip-vicuna-7b's depths and head sizes (EVA ViT-g 39 blocks of
+    # head 88, the full Q-Former: 12 layers of 768, Vicuna-7B's 32 layers of head 128 and its
+    # 32001-token vocabulary) at a quarter of the vision width and an eighth of the text width.
+    '7b_shape': InstructBlipSize(352, 39, 4, 1536, 768, 12, 12, 3072, 512, 32, 4, 4, 1376,
+                                 32001),
+}  # fmt: skip
+
+
 def build(size: str = 'tiny'):
-    """Return (model class, config, processor) of the tiny InstructBLIP-Vicuna."""
-    if size != 'tiny':
-        raise ValueError(f'InstructBLIP has one test size, tiny; not {size!r}')
+    """Return (model class, config, processor) of a random InstructBLIP of ``SIZES[size]``."""
+    shape = SIZES[size]
     # '<image>' is in the vocabulary but not named as the tokenizer's ``image_token``:
     # InstructBlipProcessor adds it itself (a no-op here, so its id stays fixed) and breaks when
     # the tokenizer already names one (it then reads ``.content`` of a plain string).
@@ -69,24 +107,33 @@ def build(size: str = 'tiny'):
     )
     config = InstructBlipConfig(
         vision_config=InstructBlipVisionConfig(
-            hidden_size=VISION_HIDDEN,
-            intermediate_size=VISION_INTERMEDIATE,
-            num_hidden_layers=VISION_LAYERS,
-            num_attention_heads=VISION_HEADS,
+            hidden_size=shape.vision_hidden,
+            intermediate_size=shape.vision_intermediate,
+            num_hidden_layers=shape.vision_layers,
+            num_attention_heads=shape.vision_heads,
             image_size=IMAGE_SIZE,
             patch_size=PATCH_SIZE,
         ),
         qformer_config=InstructBlipQFormerConfig(
             vocab_size=len(qformer_tokenizer),
-            hidden_size=VISION_HIDDEN,
-            num_hidden_layers=QFORMER_LAYERS,
-            num_attention_heads=VISION_HEADS,
-            intermediate_size=VISION_INTERMEDIATE,
+            hidden_size=shape.qformer_hidden,
+            num_hidden_layers=shape.qformer_layers,
+            num_attention_heads=shape.qformer_heads,
+            intermediate_size=shape.qformer_intermediate,
+            encoder_hidden_size=shape.vision_hidden,
             cross_attention_frequency=QFORMER_CROSS_ATTENTION_FREQUENCY,
             max_position_embeddings=QFORMER_MAX_POSITIONS,
             pad_token_id=qformer_tokenizer.pad_token_id,
         ),
-        text_config=llama_text_config(tokenizer),
+        text_config=llama_text_config(
+            tokenizer,
+            shape.text_hidden,
+            shape.text_layers,
+            shape.text_heads,
+            shape.text_kv_heads,
+            shape.text_intermediate,
+            shape.vocab_size,
+        ),  # fmt: skip
         num_query_tokens=QFORMER_QUERY_TOKENS,
         image_token_index=tokenizer.convert_tokens_to_ids('<image>'),
     )
