@@ -225,11 +225,13 @@ def test_the_same_bag_at_rates_01_1_and_10_gives_identical_reports(demo, sim_tim
     """
     bag, script = demo
     scripted = yaml.safe_load(script.read_text())['questions']
-    # An early question (before most frames) and one stamped after the last frame but one.
+    # An early question (before most frames), one stamped after the last frame but one, and
+    # 'newest' before the bag's end (bag time stands still until it is answered; after the end
+    # the clock runs at the rate, and at 10x a slow answer finds its newest frame stale).
     scripted += [
         {'at': 0.0, 'id': 'first-frame', 'camera': 'head', 'question': 'What is it?'},
         {'at': 1.96, 'id': 'last-frame', 'camera': 'wrist', 'question': 'What is it?'},
-        {'at': 1.9, 'id': 'newest', 'camera': 'wrist', 'question': 'What is it?',
+        {'at': 1.8, 'id': 'newest', 'camera': 'wrist', 'question': 'What is it?',
          'stamp': 'newest'},
     ]  # fmt: skip
     script = tmp_path / 'rates.yaml'

@@ -187,6 +187,10 @@ def play(args: argparse.Namespace, passes: list[list[ScriptedQuestion]], context
                 count, seconds = play_pass(replayer, messages, questions, args, first_ns,
                                            (start_ns, stop_ns))  # fmt: skip
                 published, playback_s = published + count, playback_s + seconds
+        asked = [q for questions in passes for q in questions]
+        if (args.saliency_dir or args.html) and not replayer.await_saliency(asked, args.timeout):
+            print('vicrop-replay: warning: some saliency images did not arrive within '
+                  f'{args.timeout} s', file=sys.stderr)  # fmt: skip
         time.sleep(args.settle)  # a second answer to one question would arrive now
         bag_s = (stop_ns - start_ns) / 1e9 * len(passes)
         return {

@@ -151,6 +151,33 @@ class Replayer:
                 self.tick_clock(waited_ns + elapsed_ns)
             time.sleep(0.02)
 
+    def await_saliency(self, questions: list[ScriptedQuestion], timeout_s: float) -> bool:
+        """
+        Wait up to ``timeout_s`` until every answer with a crop box has its saliency image.
+
+        An image is matched to an answer by the frame header they share (as match_saliency
+        does); a large image can come after its answer. Returns whether every one came.
+        """
+
+        def key(header) -> tuple:
+            return header.stamp.sec, header.stamp.nanosec, header.frame_id
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            wanted: dict[tuple, int] = {}
+            for scripted in questions:
+                if scripted.answers and scripted.answers[0][0].crop.width:
+                    header = key(scripted.answers[0][0].header)
+                    wanted[header] = wanted.get(header, 0) + 1
+            have: dict[tuple, int] = {}
+            for image in list(self.saliency):
+                have[key(image.header)] = have.get(key(image.header), 0) + 1
+            if all(have.get(header, 0) >= count for header, count in wanted.items()):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
     def tick_clock(self, bag_ns: int) -> None:
         """Advance the bag time (and /clock, at bag time plus offset_ns, when enabled)."""
         self.bag_now_ns = bag_ns
