@@ -91,16 +91,15 @@ def play_pass(
     questions: list[ScriptedQuestion],
     args: argparse.Namespace,
     first_ns: int,
-    window: tuple[int, int],
+    start_ns: int,
 ) -> tuple[int, float]:
     """
-    Play one pass of the bag window (start, stop bag ns) with its questions; wait for answers.
+    Play one pass of the bag window from ``start_ns`` (bag ns) with its questions.
 
     ``messages``: (connection, bag ns, CDR bytes) in bag order; ``first_ns``: the bag's first
     message, which the questions' ``at`` counts from. Returns (messages published, wall seconds
     of playing, lockstep pauses left out).
     """
-    start_ns, stop_ns = window
     replayer.tick_clock(start_ns)  # a new pass starts a new timeline for the node
     time.sleep(0.2)  # let the clock reach the node before the first frame
     pace = Pace(start_ns, args.rate)
@@ -121,11 +120,11 @@ def play_pass(
             replayer.wait_for_acknowledgements(args.wait)
             replayer.ask(scripted, first_ns)
             if not args.overlap:
-                # Lockstep: bag time stands still until the answer, so the frames the node
-                # holds and its queue depend neither on its speed nor on the rate.
+                # Lockstep: bag time stands still until the answer, after the bag's end too, so
+                # the frames the node holds, their age and its queue depend neither on its speed
+                # nor on the rate (a frame wait then ends after frame_wait steady seconds).
                 with pace.paused():
-                    after_end = question_ns >= stop_ns
-                    replayer.await_answers([scripted], args.timeout, args.rate, after_end)
+                    replayer.await_answers([scripted], args.timeout, args.rate, False)
 
     published = 0
     for connection, timestamp, data in messages:
@@ -135,7 +134,7 @@ def play_pass(
         replayer.publisher(connection.topic, connection.msgtype).publish(data)
         published += 1
     playback_s = pace.elapsed_s()
-    ask_due(sys.maxsize)  # after the last message the clock goes on
+    ask_due(sys.maxsize)  # the questions after the last message, each at its time
     replayer.await_answers(questions, args.timeout, args.rate, True)
     return published, playback_s
 
@@ -184,8 +183,7 @@ def play(args: argparse.Namespace, passes: list[list[ScriptedQuestion]], context
             published, playback_s = 0, 0.0
             for questions in passes:
                 messages = ((c, t, cdr(c, raw)) for c, t, raw in window())
-                count, seconds = play_pass(replayer, messages, questions, args, first_ns,
-                                           (start_ns, stop_ns))  # fmt: skip
+                count, seconds = play_pass(replayer, messages, questions, args, first_ns, start_ns)
                 published, playback_s = published + count, playback_s + seconds
         asked = [q for questions in passes for q in questions]
         if (args.saliency_dir or args.html) and not replayer.await_saliency(asked, args.timeout):
