@@ -94,6 +94,16 @@ def write_bag(path: Path, recorded: list) -> None:
             writer.write(connections[topic], bag_ns, raw)
 
 
+def frame_key(header) -> tuple:
+    """Return what identifies a frame in a header: its stamp and frame_id."""
+    return header.stamp.sec, header.stamp.nanosec, header.frame_id
+
+
+def answered_with_crop(questions: list[ScriptedQuestion]) -> list[ScriptedQuestion]:
+    """Return the questions whose first answer has a crop box (so a saliency image)."""
+    return [q for q in questions if q.answers and q.answers[0][0].crop.width]
+
+
 def match_saliency(questions: list[ScriptedQuestion], images: list[Image]) -> dict[str, Image]:
     """
     Return each question's saliency image by question id.
@@ -103,20 +113,13 @@ def match_saliency(questions: list[ScriptedQuestion], images: list[Image]) -> di
     publishes its saliency image before its answer, so the k-th image of a header belongs to the
     k-th answer (in the order received) of that header that has a crop box.
     """
-
-    def key(header) -> tuple:
-        return header.stamp.sec, header.stamp.nanosec, header.frame_id
-
     images_by_frame: dict[tuple, list[Image]] = {}
     for image in images:
-        images_by_frame.setdefault(key(image.header), []).append(image)
-    answered = sorted(
-        (q for q in questions if q.answers and q.answers[0][0].crop.width),
-        key=lambda q: q.answers[0][1],
-    )
+        images_by_frame.setdefault(frame_key(image.header), []).append(image)
+    answered = sorted(answered_with_crop(questions), key=lambda q: q.answers[0][1])
     matched = {}
     for scripted in answered:
-        waiting = images_by_frame.get(key(scripted.answers[0][0].header))
+        waiting = images_by_frame.get(frame_key(scripted.answers[0][0].header))
         if waiting:
             matched[scripted.id] = waiting.pop(0)
     return matched

@@ -24,6 +24,7 @@ from sensor_msgs.msg import Image
 from vicrop_interfaces.msg import Answer, Question
 
 from .bags import message_class
+from .replay_report import answered_with_crop, match_saliency
 from .replay_script import ScriptedQuestion
 
 CAMERA_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -155,24 +156,13 @@ class Replayer:
         """
         Wait up to ``timeout_s`` until every answer with a crop box has its saliency image.
 
-        An image is matched to an answer by the frame header they share (as match_saliency
-        does); a large image can come after its answer. Returns whether every one came.
+        An image is matched to an answer by the frame header they share (match_saliency); a
+        large image can come after its answer. Returns whether every one came.
         """
-
-        def key(header) -> tuple:
-            return header.stamp.sec, header.stamp.nanosec, header.frame_id
-
         deadline = time.monotonic() + timeout_s
+        wanted = len(answered_with_crop(questions))
         while True:
-            wanted: dict[tuple, int] = {}
-            for scripted in questions:
-                if scripted.answers and scripted.answers[0][0].crop.width:
-                    header = key(scripted.answers[0][0].header)
-                    wanted[header] = wanted.get(header, 0) + 1
-            have: dict[tuple, int] = {}
-            for image in list(self.saliency):
-                have[key(image.header)] = have.get(key(image.header), 0) + 1
-            if all(have.get(header, 0) >= count for header, count in wanted.items()):
+            if len(match_saliency(questions, list(self.saliency))) == wanted:
                 return True
             if time.monotonic() > deadline:
                 return False

@@ -15,6 +15,7 @@ temporary directory, and returns a :class:`ReplayRun` with the parsed report. No
 """
 
 from dataclasses import dataclass
+import itertools
 import json
 from pathlib import Path
 import subprocess
@@ -81,7 +82,7 @@ def run_replay(bag, script, out_dir: Path, node: str = '/vicrop', golden=None, a
 @pytest.fixture
 def vicrop_replay(tmp_path):
     """Return ``run(bag, script, node='/vicrop', golden=None, args=(), timeout=600)``."""
-    runs = iter(range(1, 1_000_000))
+    runs = itertools.count(1)
 
     def run(bag, script, **options) -> ReplayRun:
         return run_replay(bag, script, tmp_path / f'replay-{next(runs)}', **options)

@@ -8,25 +8,44 @@ The tokenizer vocabulary is learnt from a small built-in corpus of robot questio
 tokenize into a few dozen tokens as with a real tokenizer, with no download.
 """
 
+from dataclasses import dataclass
+
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
 # Byte-level BPE: 256 byte symbols plus merges learnt from the corpus, up to this many entries.
 VOCAB_SIZE = 640
 
-# The text model every family shares in shape (Llama for LLaVA and InstructBLIP, Qwen2 for Qwen).
-TEXT_LAYERS = 4
-TEXT_HIDDEN = 64
-TEXT_HEADS = 4
-TEXT_KV_HEADS = 2
-TEXT_INTERMEDIATE = 128
+
+@dataclass(frozen=True)
+class Tower:
+    """Widths and depth of one transformer stack: a vision tower, a Q-Former or a text decoder."""
+
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+    kv_heads: int | None = None  # key/value heads (grouped-query attention); None: ``heads``
+
+    def __post_init__(self):
+        """Give a stack without grouped-query attention one key/value head per query head."""
+        if self.kv_heads is None:
+            object.__setattr__(self, 'kv_heads', self.heads)
+
+    @property
+    def head_dim(self) -> int:
+        """Return the width of one attention head."""
+        return self.hidden // self.heads
+
+
 TEXT_MAX_POSITIONS = 4096
 
-# Vision encoders (CLIP for LLaVA, EVA-style ViT for InstructBLIP, Qwen2.5-VL ViT).
-VISION_LAYERS = 2
-VISION_HIDDEN = 32
-VISION_HEADS = 2
-VISION_INTERMEDIATE = 64
+# The tiny sizes every family's test model shares: its text decoder (Llama for LLaVA,
+# InstructBLIP and SmolVLM2, Qwen2/Qwen3 for Qwen) and its vision tower (CLIP, EVA-style ViT,
+# the Qwen ViTs, SigLIP).
+TINY_TEXT = Tower(hidden=64, layers=4, heads=4, intermediate=128, kv_heads=2)
+TINY_VISION = Tower(hidden=32, layers=2, heads=2, intermediate=64)
+
 
 _CORPUS = (
     'USER: What is the color of the cup on the table? ASSISTANT: The cup is red.',
@@ -93,22 +112,16 @@ def llama_tokenizer(extra: list[str], **kwargs) -> PreTrainedTokenizerFast:
 
 
 def llama_text_config(
-    tokenizer: PreTrainedTokenizerFast,
-    hidden: int = TEXT_HIDDEN,
-    layers: int = TEXT_LAYERS,
-    heads: int = TEXT_HEADS,
-    kv_heads: int = TEXT_KV_HEADS,
-    intermediate: int = TEXT_INTERMEDIATE,
-    vocab_size: int | None = None,
+    tokenizer: PreTrainedTokenizerFast, text: Tower = TINY_TEXT, vocab_size: int | None = None
 ) -> LlamaConfig:
-    """Return a Llama text config (LLaVA's and InstructBLIP's Vicuna); vocab: the tokenizer's."""
+    """Return a Llama text config of ``text`` (LLaVA's and InstructBLIP's Vicuna, SmolLM2)."""
     return LlamaConfig(
         vocab_size=vocab_size or len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        num_key_value_heads=kv_heads,
+        hidden_size=text.hidden,
+        intermediate_size=text.intermediate,
+        num_hidden_layers=text.layers,
+        num_attention_heads=text.heads,
+        num_key_value_heads=text.kv_heads,
         max_position_embeddings=TEXT_MAX_POSITIONS,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -1,6 +1,6 @@
 """InstructBLIP-Vicuna (``Salesforce/instructblip-vicuna-7b``): ViT/14, a Q-Former, Vicuna."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from transformers import (
     InstructBlipConfig,
@@ -15,15 +15,9 @@ from transformers.models.blip.image_processing_pil_blip import BlipImageProcesso
 
 from ..hub_layout import HubLayout
 from ..text import (
-    TEXT_HEADS,
-    TEXT_HIDDEN,
-    TEXT_INTERMEDIATE,
-    TEXT_KV_HEADS,
-    TEXT_LAYERS,
-    VISION_HEADS,
-    VISION_HIDDEN,
-    VISION_INTERMEDIATE,
-    VISION_LAYERS,
+    TINY_TEXT,
+    TINY_VISION,
+    Tower,
     llama_text_config,
     llama_tokenizer,
     train_bpe,
@@ -60,33 +54,22 @@ HUB = HubLayout(
 class InstructBlipSize:
     """Widths and depths of the vision tower, the Q-Former and the Vicuna decoder."""
 
-    vision_hidden: int
-    vision_layers: int
-    vision_heads: int
-    vision_intermediate: int
-    qformer_hidden: int
-    qformer_layers: int
-    qformer_heads: int
-    qformer_intermediate: int
-    text_hidden: int
-    text_layers: int
-    text_heads: int
-    text_kv_heads: int
-    text_intermediate: int
-    vocab_size: int | None  # None: the tokenizer's size
+    vision: Tower
+    qformer: Tower
+    text: Tower
+    vocab_size: int | None = None  # None: the tokenizer's size
 
 
 SIZES = {
     # Tests: well under 1 M parameters.
-    'tiny': InstructBlipSize(VISION_HIDDEN, VISION_LAYERS, VISION_HEADS, VISION_INTERMEDIATE,
-                             VISION_HIDDEN, 4, VISION_HEADS, VISION_INTERMEDIATE, TEXT_HIDDEN,
-                             TEXT_LAYERS, TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE, None),
+    'tiny': InstructBlipSize(TINY_VISION, replace(TINY_VISION, layers=4), TINY_TEXT),
     # CPU benchmarks: instructblip-vicuna-7b's depths and head sizes (EVA ViT-g 39 blocks of
     # head 88, the full Q-Former: 12 layers of 768, Vicuna-7B's 32 layers of head 128 and its
     # 32001-token vocabulary) at a quarter of the vision width and an eighth of the text width.
-    '7b_shape': InstructBlipSize(352, 39, 4, 1536, 768, 12, 12, 3072, 512, 32, 4, 4, 1376,
-                                 32001),
-}  # fmt: skip
+    '7b_shape': InstructBlipSize(
+        Tower(352, 39, 4, 1536), Tower(768, 12, 12, 3072), Tower(512, 32, 4, 1376), 32001
+    ),
+}
 
 
 def build(size: str = 'tiny'):
@@ -107,33 +90,25 @@ def build(size: str = 'tiny'):
     )
     config = InstructBlipConfig(
         vision_config=InstructBlipVisionConfig(
-            hidden_size=shape.vision_hidden,
-            intermediate_size=shape.vision_intermediate,
-            num_hidden_layers=shape.vision_layers,
-            num_attention_heads=shape.vision_heads,
+            hidden_size=shape.vision.hidden,
+            intermediate_size=shape.vision.intermediate,
+            num_hidden_layers=shape.vision.layers,
+            num_attention_heads=shape.vision.heads,
             image_size=IMAGE_SIZE,
             patch_size=PATCH_SIZE,
         ),
         qformer_config=InstructBlipQFormerConfig(
             vocab_size=len(qformer_tokenizer),
-            hidden_size=shape.qformer_hidden,
-            num_hidden_layers=shape.qformer_layers,
-            num_attention_heads=shape.qformer_heads,
-            intermediate_size=shape.qformer_intermediate,
-            encoder_hidden_size=shape.vision_hidden,
+            hidden_size=shape.qformer.hidden,
+            num_hidden_layers=shape.qformer.layers,
+            num_attention_heads=shape.qformer.heads,
+            intermediate_size=shape.qformer.intermediate,
+            encoder_hidden_size=shape.vision.hidden,
             cross_attention_frequency=QFORMER_CROSS_ATTENTION_FREQUENCY,
             max_position_embeddings=QFORMER_MAX_POSITIONS,
             pad_token_id=qformer_tokenizer.pad_token_id,
         ),
-        text_config=llama_text_config(
-            tokenizer,
-            shape.text_hidden,
-            shape.text_layers,
-            shape.text_heads,
-            shape.text_kv_heads,
-            shape.text_intermediate,
-            shape.vocab_size,
-        ),  # fmt: skip
+        text_config=llama_text_config(tokenizer, shape.text, shape.vocab_size),
         num_query_tokens=QFORMER_QUERY_TOKENS,
         image_token_index=tokenizer.convert_tokens_to_ids('<image>'),
     )

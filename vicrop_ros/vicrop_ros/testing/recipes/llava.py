@@ -12,19 +12,7 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from ..hub_layout import HubLayout
-from ..text import (
-    TEXT_HEADS,
-    TEXT_HIDDEN,
-    TEXT_INTERMEDIATE,
-    TEXT_KV_HEADS,
-    TEXT_LAYERS,
-    VISION_HEADS,
-    VISION_HIDDEN,
-    VISION_INTERMEDIATE,
-    VISION_LAYERS,
-    llama_text_config,
-    llama_tokenizer,
-)
+from ..text import TINY_TEXT, TINY_VISION, Tower, llama_text_config, llama_tokenizer
 
 # The published input: 336 px, 14 px patches, a 24 x 24 grid (CLS dropped by 'default'). The
 # adapter reads these back from the saved config, never from here.
@@ -67,28 +55,19 @@ CHAT_TEMPLATE = (
 class LlavaSize:
     """Layer sizes of a LLaVA-1.5-shaped model (CLIP ViT/14 at 336 px + a Llama decoder)."""
 
-    vision_hidden: int
-    vision_layers: int
-    vision_heads: int
-    vision_intermediate: int
-    text_hidden: int
-    text_layers: int
-    text_heads: int
-    text_kv_heads: int
-    text_intermediate: int
-    vocab_size: int | None  # None: the tokenizer's size
+    vision: Tower
+    text: Tower
+    vocab_size: int | None = None  # None: the tokenizer's size
 
 
 SIZES = {
     # Tests: about 0.3 M parameters.
-    'tiny': LlavaSize(VISION_HIDDEN, VISION_LAYERS, VISION_HEADS, VISION_INTERMEDIATE,
-                      TEXT_HIDDEN, TEXT_LAYERS, TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE,
-                      None),
+    'tiny': LlavaSize(TINY_VISION, TINY_TEXT),
     # CPU benchmarks: about 170 M parameters, 576 image tokens like the real model.
-    'mid': LlavaSize(256, 4, 4, 1024, 1024, 8, 16, 16, 2816, 32000),
+    'mid': LlavaSize(Tower(256, 4, 4, 1024), Tower(1024, 8, 16, 2816), 32000),
     # GPU benchmarks: the shape of LLaVA-1.5-7B (CLIP ViT-L/14-336 + Vicuna-7B), about 7 B.
-    '7b': LlavaSize(1024, 24, 16, 4096, 4096, 32, 32, 32, 11008, 32064),
-}  # fmt: skip
+    '7b': LlavaSize(Tower(1024, 24, 16, 4096), Tower(4096, 32, 32, 11008), 32064),
+}
 
 
 def build(size: str = 'tiny'):
@@ -100,26 +79,18 @@ def build(size: str = 'tiny'):
         chat_template=CHAT_TEMPLATE,
     )
     vision = CLIPVisionConfig(
-        hidden_size=shape.vision_hidden,
-        intermediate_size=shape.vision_intermediate,
-        num_hidden_layers=shape.vision_layers,
-        num_attention_heads=shape.vision_heads,
+        hidden_size=shape.vision.hidden,
+        intermediate_size=shape.vision.intermediate,
+        num_hidden_layers=shape.vision.layers,
+        num_attention_heads=shape.vision.heads,
         image_size=IMAGE_SIZE,
         patch_size=PATCH_SIZE,
-        projection_dim=shape.vision_hidden,
+        projection_dim=shape.vision.hidden,
     )
     patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
     config = LlavaConfig(
         vision_config=vision,
-        text_config=llama_text_config(
-            tokenizer,
-            shape.text_hidden,
-            shape.text_layers,
-            shape.text_heads,
-            shape.text_kv_heads,
-            shape.text_intermediate,
-            shape.vocab_size,
-        ),  # fmt: skip
+        text_config=llama_text_config(tokenizer, shape.text, shape.vocab_size),
         image_token_index=tokenizer.convert_tokens_to_ids('<image>'),
         image_seq_length=patches,
         vision_feature_select_strategy='default',

@@ -12,16 +12,10 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLIm
 from ...models.qwen2_5_vl import Qwen2_5_VLImageTextProcessor
 from ..hub_layout import HubLayout
 from ..text import (
-    TEXT_HEADS,
-    TEXT_HIDDEN,
-    TEXT_INTERMEDIATE,
-    TEXT_KV_HEADS,
-    TEXT_LAYERS,
     TEXT_MAX_POSITIONS,
-    VISION_HEADS,
-    VISION_HIDDEN,
-    VISION_INTERMEDIATE,
-    VISION_LAYERS,
+    TINY_TEXT,
+    TINY_VISION,
+    Tower,
     chatml_template,
     chatml_tokenizer,
 )
@@ -40,31 +34,24 @@ MAX_PIXELS = 256 * 28 * 28  # 200704: a 640 x 480 frame becomes 364 x 504 (26 x 
 class QwenSize:
     """Layer sizes of a Qwen2.5-VL-shaped model."""
 
-    vision_hidden: int
-    vision_layers: int
-    vision_heads: int
-    vision_intermediate: int
+    vision: Tower
+    text: Tower
     full_attention_blocks: tuple[int, ...]  # vision blocks with full (not windowed) attention
-    text_hidden: int
-    text_layers: int
-    text_heads: int
-    text_kv_heads: int
-    text_intermediate: int
     mrope_section: tuple[int, int, int]  # temporal, height, width; sums to head_dim / 2
-    vocab_size: int | None  # None: the tokenizer's size
     pixels: tuple[int, int]  # the image processor's (min_pixels, max_pixels)
+    vocab_size: int | None = None  # None: the tokenizer's size
 
 
 SIZES = {
     # Tests: about 0.3 M parameters.
-    'tiny': QwenSize(VISION_HIDDEN, VISION_LAYERS, VISION_HEADS, VISION_INTERMEDIATE, (1,),
-                     TEXT_HIDDEN, TEXT_LAYERS, TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE,
-                     (2, 3, 3), None, (MIN_PIXELS, MAX_PIXELS)),
+    'tiny': QwenSize(TINY_VISION, TINY_TEXT, (1,), (2, 3, 3), (MIN_PIXELS, MAX_PIXELS)),
     # CPU benchmarks: Qwen2.5-VL-3B's depth and token layout (36 text layers, head_dim 128 with
     # its mrope sections, 2 KV heads, its vocabulary; a 32-block vision tower with its full
     # blocks; its pixel budget), at a quarter of the text width and a fifth of the vision width.
-    '3b_shape': QwenSize(256, 32, 4, 512, (7, 15, 23, 31),
-                         512, 36, 4, 2, 2752, (16, 24, 24), 151936, (3136, 12845056)),
+    '3b_shape': QwenSize(
+        Tower(256, 32, 4, 512), Tower(512, 36, 4, 2752, kv_heads=2), (7, 15, 23, 31),
+        (16, 24, 24), (3136, 12845056), 151936,
+    ),
 }  # fmt: skip
 
 # Qwen2.5-VL's ChatML format, each image item as <|vision_start|><|image_pad|><|vision_end|> in
@@ -123,26 +110,26 @@ def build(size: str = 'tiny'):
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen2_5_VLConfig(
         vision_config={
-            'depth': shape.vision_layers,
-            'hidden_size': shape.vision_hidden,
-            'intermediate_size': shape.vision_intermediate,
-            'num_heads': shape.vision_heads,
+            'depth': shape.vision.layers,
+            'hidden_size': shape.vision.hidden,
+            'intermediate_size': shape.vision.intermediate,
+            'num_heads': shape.vision.heads,
             'patch_size': PATCH_SIZE,
             'spatial_merge_size': MERGE_SIZE,
             'temporal_patch_size': TEMPORAL_PATCH_SIZE,
             'window_size': WINDOW_SIZE,
             'fullatt_block_indexes': list(shape.full_attention_blocks),
-            'out_hidden_size': shape.text_hidden,
+            'out_hidden_size': shape.text.hidden,
         },
         text_config={
             'vocab_size': shape.vocab_size or len(tokenizer),
-            'hidden_size': shape.text_hidden,
-            'intermediate_size': shape.text_intermediate,
-            'num_hidden_layers': shape.text_layers,
-            'num_attention_heads': shape.text_heads,
-            'num_key_value_heads': shape.text_kv_heads,
+            'hidden_size': shape.text.hidden,
+            'intermediate_size': shape.text.intermediate,
+            'num_hidden_layers': shape.text.layers,
+            'num_attention_heads': shape.text.heads,
+            'num_key_value_heads': shape.text.kv_heads,
             'max_position_embeddings': TEXT_MAX_POSITIONS,
-            'max_window_layers': shape.text_layers,
+            'max_window_layers': shape.text.layers,
             'rope_parameters': {
                 'rope_type': 'default',
                 'rope_theta': ROPE_THETA,

@@ -1,21 +1,17 @@
 """Qwen3-VL (``Qwen/Qwen3-VL-2B-Instruct``): a 16 px ViT merging 2 x 2, deepstack, Qwen3."""
 
+from dataclasses import dataclass
+
 from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
 from ...models.qwen3_vl import Qwen3VLImageTextProcessor
 from ..hub_layout import HubLayout
 from ..text import (
-    TEXT_HEADS,
-    TEXT_HIDDEN,
-    TEXT_INTERMEDIATE,
-    TEXT_KV_HEADS,
-    TEXT_LAYERS,
     TEXT_MAX_POSITIONS,
-    VISION_HEADS,
-    VISION_HIDDEN,
-    VISION_INTERMEDIATE,
-    VISION_LAYERS,
+    TINY_TEXT,
+    TINY_VISION,
+    Tower,
     chatml_template,
     chatml_tokenizer,
 )
@@ -29,9 +25,34 @@ TEMPORAL_PATCH_SIZE = 2
 IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)
 MIN_PIXELS = 64 * 64
 MAX_PIXELS = 256 * 32 * 32  # 262144: the paper's 256-token budget at Qwen3-VL's 32 px tokens
-DEEPSTACK_LAYERS = (0,)  # vision blocks whose features are added to the first text layers
-MROPE_SECTION = (2, 3, 3)  # temporal, height, width; sums to head_dim / 2, interleaved
 ROPE_THETA = 5000000.0
+
+
+@dataclass(frozen=True)
+class Qwen3VLSize:
+    """Layer sizes of a Qwen3-VL-shaped model."""
+
+    vision: Tower
+    text: Tower
+    deepstack_layers: tuple[int, ...]  # vision blocks whose features join the first text layers
+    mrope_section: tuple[int, int, int]  # temporal, height, width; sums to head_dim / 2
+    pixels: tuple[int, int]  # the image processor's (min_pixels, max_pixels)
+    vocab_size: int | None = None  # None: the tokenizer's size
+    tie_word_embeddings: bool = False
+
+
+SIZES = {
+    # Tests: about 0.3 M parameters.
+    'tiny': Qwen3VLSize(TINY_VISION, TINY_TEXT, (0,), (2, 3, 3), (MIN_PIXELS, MAX_PIXELS)),
+    # CPU benchmarks: Qwen3-VL-2B's depth and token layout (28 text layers of head_dim 128 with
+    # its interleaved mrope sections, 2 query heads per KV head, its vocabulary and tied
+    # embeddings; 24 vision blocks of head 64 with deepstack at 5, 11, 17; its pixel budget, so
+    # 640x480 gives 15 x 20 tokens) at a quarter of the text and vision widths.
+    '2b_shape': Qwen3VLSize(
+        Tower(256, 24, 4, 1024), Tower(512, 28, 4, 1536, kv_heads=2), (5, 11, 17),
+        (24, 20, 20), (65536, 16777216), 151936, tie_word_embeddings=True,
+    ),
+}  # fmt: skip
 
 # The ChatML format with each image item in place; Qwen3-VL adds no default system prompt.
 CHAT_TEMPLATE = chatml_template(default_system=None)
@@ -50,36 +71,35 @@ HUB = HubLayout('Qwen3VLProcessor', chat_template_files=('chat_template.json',))
 
 
 def build(size: str = 'tiny'):
-    """Return (model class, config, processor) of the tiny Qwen3-VL."""
-    if size != 'tiny':
-        raise ValueError(f'Qwen3-VL has one test size, tiny; not {size!r}')
+    """Return (model class, config, processor) of a random Qwen3-VL of ``SIZES[size]``."""
+    shape = SIZES[size]
     tokenizer = chatml_tokenizer(CHAT_TEMPLATE)
     ids = tokenizer.convert_tokens_to_ids
     config = Qwen3VLConfig(
         vision_config={
-            'depth': VISION_LAYERS,
-            'hidden_size': VISION_HIDDEN,
-            'intermediate_size': VISION_INTERMEDIATE,
-            'num_heads': VISION_HEADS,
+            'depth': shape.vision.layers,
+            'hidden_size': shape.vision.hidden,
+            'intermediate_size': shape.vision.intermediate,
+            'num_heads': shape.vision.heads,
             'patch_size': PATCH_SIZE,
             'spatial_merge_size': MERGE_SIZE,
             'temporal_patch_size': TEMPORAL_PATCH_SIZE,
-            'out_hidden_size': TEXT_HIDDEN,
-            'deepstack_visual_indexes': list(DEEPSTACK_LAYERS),
+            'out_hidden_size': shape.text.hidden,
+            'deepstack_visual_indexes': list(shape.deepstack_layers),
         },
         text_config={
-            'vocab_size': len(tokenizer),
-            'hidden_size': TEXT_HIDDEN,
-            'intermediate_size': TEXT_INTERMEDIATE,
-            'num_hidden_layers': TEXT_LAYERS,
-            'num_attention_heads': TEXT_HEADS,
-            'num_key_value_heads': TEXT_KV_HEADS,
-            'head_dim': TEXT_HIDDEN // TEXT_HEADS,
+            'vocab_size': shape.vocab_size or len(tokenizer),
+            'hidden_size': shape.text.hidden,
+            'intermediate_size': shape.text.intermediate,
+            'num_hidden_layers': shape.text.layers,
+            'num_attention_heads': shape.text.heads,
+            'num_key_value_heads': shape.text.kv_heads,
+            'head_dim': shape.text.head_dim,
             'max_position_embeddings': TEXT_MAX_POSITIONS,
             'rope_parameters': {
                 'rope_type': 'default',
                 'rope_theta': ROPE_THETA,
-                'mrope_section': list(MROPE_SECTION),
+                'mrope_section': list(shape.mrope_section),
                 'mrope_interleaved': True,
             },
             'bos_token_id': ids('<|endoftext|>'),
@@ -90,10 +110,11 @@ def build(size: str = 'tiny'):
         video_token_id=ids('<|video_pad|>'),
         vision_start_token_id=ids('<|vision_start|>'),
         vision_end_token_id=ids('<|vision_end|>'),
+        tie_word_embeddings=shape.tie_word_embeddings,
     )
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=MIN_PIXELS,
-        max_pixels=MAX_PIXELS,
+        min_pixels=shape.pixels[0],
+        max_pixels=shape.pixels[1],
         patch_size=PATCH_SIZE,
         temporal_patch_size=TEMPORAL_PATCH_SIZE,
         merge_size=MERGE_SIZE,

@@ -1,5 +1,7 @@
 """SmolVLM2 (``HuggingFaceTB/SmolVLM2-500M-Video-Instruct``): SigLIP tiles of 512 px, SmolLM2."""
 
+from dataclasses import dataclass
+
 from transformers import PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMForConditionalGeneration
 from transformers.image_utils import PILImageResampling
 from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
@@ -7,16 +9,10 @@ from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImag
 from ...models.smolvlm import SmolVLMImageTextProcessor
 from ..hub_layout import HubLayout
 from ..text import (
-    TEXT_HEADS,
-    TEXT_HIDDEN,
-    TEXT_INTERMEDIATE,
-    TEXT_KV_HEADS,
-    TEXT_LAYERS,
     TEXT_MAX_POSITIONS,
-    VISION_HEADS,
-    VISION_HIDDEN,
-    VISION_INTERMEDIATE,
-    VISION_LAYERS,
+    TINY_TEXT,
+    TINY_VISION,
+    Tower,
     llama_text_config,
     train_bpe,
 )
@@ -25,11 +21,12 @@ from ..text import (
 # processor_config.json and tokenizer_config.json (the hub itself cannot be reached here):
 # processor_class SmolVLMProcessor in both processor files, image_seq_len 64; images resized to
 # a longest edge of 2048 px (LANCZOS, mean and std 0.5), split into 512 px tiles of 16 px
-# patches, a 4 x 4 pixel shuffle: 8 x 8 = 64 tokens per tile. Text: a Llama of 32 layers
-# (hidden 960, 15 heads, 5 KV heads), context 8192. Not seen in that transcription, so written as
-# transformers' SmolVLM processor expects them: the chat template's file name and text (the
-# template below is transformers' default for SmolVLM without its video branch) and
-# generation_config.json (left as save_pretrained writes it).
+# patches, a 4 x 4 pixel shuffle: 8 x 8 = 64 tokens per tile. Vision: SigLIP-B/16 at 512 px (12
+# layers of 768, 12 heads, MLP 3072). Text: a Llama of 32 layers (hidden 960, 15 heads, 5 KV
+# heads, MLP 2560), vocabulary 49280, context 8192, untied embeddings. Not seen in that
+# transcription, so written as transformers' SmolVLM processor expects them: the chat template's
+# file name and text (the template below is transformers' default for SmolVLM without its video
+# branch) and generation_config.json (left as save_pretrained writes it).
 LONGEST_EDGE = 2048
 TILE = 512
 PATCH_SIZE = 16
@@ -37,6 +34,26 @@ SHUFFLE = 4
 IMAGE_SEQ_LEN = (TILE // PATCH_SIZE // SHUFFLE) ** 2
 IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)
 TILE_GRID = 6  # the tokenizer's tile tokens: <row_1_col_1> ... <row_6_col_6>
+
+
+@dataclass(frozen=True)
+class SmolVLMSize:
+    """Layer sizes of a SmolVLM2-shaped model (SigLIP tiles + a Llama decoder)."""
+
+    vision: Tower
+    text: Tower
+    vocab_size: int | None = None  # None: the tokenizer's size
+
+
+SIZES = {
+    # Tests: about 0.3 M parameters.
+    'tiny': SmolVLMSize(TINY_VISION, TINY_TEXT),
+    # CPU benchmarks: SmolVLM2-500M's depths, head size and token layout (12 SigLIP layers of
+    # head 64 over 512 px tiles, 64 tokens a tile; 32 Llama layers of head 64 with 3 query heads
+    # per KV head; its vocabulary; its 2048 px longest edge, so 640x480 gives 12 tiles and a
+    # global view) at a quarter of the vision width and a fifth of the text width.
+    '500m_shape': SmolVLMSize(Tower(192, 12, 3, 768), Tower(192, 32, 3, 512, kv_heads=1), 49280),
+}
 
 # The tokenizer's special tokens, in the order of their ids (SmolLM2's three, then the added
 # image tokens as published: 49152 <global-img>, the tile tokens, 49189 <fake_token_around_image>,
@@ -111,22 +128,19 @@ def smolvlm_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def build(size: str = 'tiny'):
-    """Return (model class, config, processor) of the tiny SmolVLM2."""
-    if size != 'tiny':
-        raise ValueError(f'SmolVLM2 has one test size, tiny; not {size!r}')
+    """Return (model class, config, processor) of a random SmolVLM2 of ``SIZES[size]``."""
+    shape = SIZES[size]
     tokenizer = smolvlm_tokenizer()
     config = SmolVLMConfig(
         vision_config={
-            'hidden_size': VISION_HIDDEN,
-            'intermediate_size': VISION_INTERMEDIATE,
-            'num_hidden_layers': VISION_LAYERS,
-            'num_attention_heads': VISION_HEADS,
+            'hidden_size': shape.vision.hidden,
+            'intermediate_size': shape.vision.intermediate,
+            'num_hidden_layers': shape.vision.layers,
+            'num_attention_heads': shape.vision.heads,
             'image_size': TILE,
             'patch_size': PATCH_SIZE,
         },
-        text_config=llama_text_config(
-            tokenizer, TEXT_HIDDEN, TEXT_LAYERS, TEXT_HEADS, TEXT_KV_HEADS, TEXT_INTERMEDIATE
-        ),
+        text_config=llama_text_config(tokenizer, shape.text, shape.vocab_size),
         scale_factor=SHUFFLE,
         image_token_id=tokenizer.convert_tokens_to_ids('<image>'),
         pad_token_id=tokenizer.pad_token_id,
