@@ -170,25 +170,15 @@ def test_unknown_family_is_refused(tmp_path):
         make_tiny_model('blip3', tmp_path)
 
 
-# The image tokens of one 640x480 frame in each benchmark preset, as its checkpoint's published
-# processor files make them: LLaVA-1.5 576 (24 x 24), Qwen2.5-VL 391 (17 x 23 after the 2 x 2
-# merge of 14 px patches), Qwen3-VL 300 (15 x 20 of 32 px tokens), InstructBLIP its 32 queries,
-# SmolVLM2 13 views (3 x 4 tiles of 512 px and the global view) of 64 tokens.
-PRESET_IMAGE_TOKENS = {
-    'llava_mid': 576,
-    'qwen2_5_vl_3b_shape': 391,
-    'qwen3_vl_2b_shape': 300,
-    'instructblip_7b_shape': 32,
-    'smolvlm_500m_shape': 13 * 64,
-}
-
-
 @pytest.mark.parametrize('name', sorted(PRESETS))
 def test_benchmark_presets_have_their_checkpoints_token_layout(name, frame):
+    """A benchmark size gives a 640x480 frame as many image tokens as its checkpoint does."""
     family, size = PRESETS[name]
-    _, config, processor = recipe(family).build(size)
+    family_recipe = recipe(family)
+    _, config, processor = family_recipe.build(size)
     inputs = encode(family, processor, [frame])
     image_token = getattr(config, 'image_token_id', None) or config.image_token_index
     runs = image_token_runs(inputs['input_ids'][0], image_token)
-    assert sum(length for _, length in runs) == PRESET_IMAGE_TOKENS[name]
-    assert sum(recipe(family).image_token_runs(config, inputs)) == PRESET_IMAGE_TOKENS[name]
+    expected = family_recipe.IMAGE_TOKENS_640x480[size]
+    assert sum(length for _, length in runs) == expected
+    assert sum(family_recipe.image_token_runs(config, inputs)) == expected

@@ -71,6 +71,9 @@ SIZES = {
     ),
 }
 
+# The image tokens of a 640x480 frame at each benchmark size: the Q-Former's 32 queries.
+IMAGE_TOKENS_640x480 = {'7b_shape': QFORMER_QUERY_TOKENS}
+
 
 def build(size: str = 'tiny'):
     """Return (model class, config, processor) of a random InstructBLIP of ``SIZES[size]``."""

@@ -69,6 +69,10 @@ SIZES = {
     '7b': LlavaSize(Tower(1024, 24, 16, 4096), Tower(4096, 32, 32, 11008), 32064),
 }
 
+# The image tokens of a 640x480 frame at each benchmark size, as llava-1.5-7b-hf's processor
+# files make them: 24 x 24 patches, whatever the frame.
+IMAGE_TOKENS_640x480 = {'mid': 576, '7b': 576}
+
 
 def build(size: str = 'tiny'):
     """Return (model class, config, processor) of a random LLaVA-1.5 of ``SIZES[size]``."""

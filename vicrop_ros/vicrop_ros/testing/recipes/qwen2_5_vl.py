@@ -54,6 +54,10 @@ SIZES = {
     ),
 }  # fmt: skip
 
+# The image tokens of a 640x480 frame at each benchmark size, as Qwen2.5-VL-3B's processor files
+# make them: 17 x 23 after the 2 x 2 merge of 14 px patches.
+IMAGE_TOKENS_640x480 = {'3b_shape': 391}
+
 # Qwen2.5-VL's ChatML format, each image item as <|vision_start|><|image_pad|><|vision_end|> in
 # place, with the default system prompt when the messages have none.
 CHAT_TEMPLATE = chatml_template(default_system='You are a helpful assistant.')

@@ -54,6 +54,10 @@ SIZES = {
     ),
 }  # fmt: skip
 
+# The image tokens of a 640x480 frame at each benchmark size, as Qwen3-VL-2B's processor files
+# make them: 15 x 20 tokens of 32 px.
+IMAGE_TOKENS_640x480 = {'2b_shape': 300}
+
 # The ChatML format with each image item in place; Qwen3-VL adds no default system prompt.
 CHAT_TEMPLATE = chatml_template(default_system=None)
 

@@ -55,6 +55,10 @@ SIZES = {
     '500m_shape': SmolVLMSize(Tower(192, 12, 3, 768), Tower(192, 32, 3, 512, kv_heads=1), 49280),
 }
 
+# The image tokens of a 640x480 frame at each benchmark size, as SmolVLM2-500M's processor files
+# make them: 3 x 4 tiles of 512 px and the global view, 64 tokens each.
+IMAGE_TOKENS_640x480 = {'500m_shape': 13 * IMAGE_SEQ_LEN}
+
 # The tokenizer's special tokens, in the order of their ids (SmolLM2's three, then the added
 # image tokens as published: 49152 <global-img>, the tile tokens, 49189 <fake_token_around_image>,
 # 49190 <image>, 49279 <end_of_utterance>, which is its eos).
