@@ -159,8 +159,10 @@ def run_goal(client, goal, stages: int):
         goal, feedback_callback=lambda m: feedback.append(m.feedback)))  # fmt: skip
     handle = result_of(sent)
     assert handle.accepted
+    # rclpy's ActionClient forgets a goal's feedback callback once its result arrives: feedback
+    # taken after the result is dropped. So the result is asked for after the feedback came.
+    wait_until(lambda: len(feedback) >= stages, what='the feedback')
     result = result_of(client.on_spinner(handle.get_result_async))
-    wait_until(lambda: len(feedback) >= stages, what='the feedback')  # travels beside the result
     return result, feedback
 
 
