@@ -4,7 +4,7 @@ Dependencies point inward: ros -> models -> core.
 ``core/`` may import only the standard library, numpy, torch and ``vicrop_ros.core``;
 ``models/`` may import anything except ROS (rclpy, message/interface packages),
 ``vicrop_ros.ros`` and the test models of ``vicrop_ros.testing``; ``testing/`` (test-model
-recipes) anything except ROS and ``vicrop_ros.ros``.
+recipes) and ``evaluation/`` (accuracy, question sets) anything except ROS and ``vicrop_ros.ros``.
 """
 
 import ast
@@ -55,7 +55,7 @@ def violations(source: str, module: str) -> list[str]:
                 or name == 'vicrop_ros.core'
                 or name.startswith('vicrop_ros.core.')
             )
-        elif layer in ('models', 'testing'):
+        elif layer in ('models', 'testing', 'evaluation'):
             outward = ('vicrop_ros.ros',) + (('vicrop_ros.testing',) if layer == 'models' else ())
             ok = not ROS_MODULE.match(top) and not any(
                 name == banned or name.startswith(banned + '.') for banned in outward
@@ -74,7 +74,7 @@ def package_modules(layer: str) -> list[tuple[Path, str]]:
     return [(f, '.'.join(f.relative_to(root).with_suffix('').parts)) for f in files]
 
 
-@pytest.mark.parametrize('layer', ['core', 'models', 'testing'])
+@pytest.mark.parametrize('layer', ['core', 'models', 'testing', 'evaluation'])
 def test_layer_imports_point_inward(layer):
     modules = package_modules(layer)
     assert modules, f'no modules found under {layer}/'
@@ -98,6 +98,7 @@ def test_layer_imports_point_inward(layer):
         ('vicrop_ros.models.llava', 'from ..ros import node'),
         ('vicrop_ros.models.llava', 'from ..testing.tiny import make_tiny_model'),
         ('vicrop_ros.testing.recipes.llava', 'import rclpy'),
+        ('vicrop_ros.evaluation.scenes', 'from ..ros import node'),
     ],
 )
 def test_checker_catches_planted_violation(module, source):

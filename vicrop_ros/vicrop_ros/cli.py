@@ -6,6 +6,7 @@ Subcommands:
 * ``vicrop ask``: answer a question about an image file with ViCrop.
 * ``vicrop make-tiny-model``: write a tiny random model of a supported family (tests, demos).
 * ``vicrop bench``: time ViCrop against plain answers and the reference-style pipeline.
+* ``vicrop eval``: score answers with and without crops on a question set (VQA accuracy).
 * ``vicrop info``: versions of the engine's libraries and the compute devices torch can use.
 
 Errors (missing file, unknown method, unsupported model) print ``vicrop: error: ...`` and exit 2.
@@ -171,6 +172,54 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace) -> int:
+    """Answer a question set under each condition; print the accuracy by target size."""
+    import tempfile
+
+    from .core import VicropConfig
+    from .evaluation.evaluate import (
+        check_conditions,
+        evaluate,
+        format_summary,
+        record_dicts,
+        summarize,
+    )
+    from .evaluation.question_set import load_question_set, write_synthetic_set
+
+    try:
+        edges = tuple(int(v) for v in args.buckets.split(','))
+        conditions = check_conditions(args.conditions.split(','))
+        config = VicropConfig(max_new_tokens=args.max_new_tokens)
+        with tempfile.TemporaryDirectory() as scratch:
+            if args.synthetic:
+                sizes = tuple(int(v) for v in args.sizes.split(','))
+                path = write_synthetic_set(scratch, args.synthetic, args.seed, sizes)
+            elif args.questions:
+                path = Path(args.questions)
+            else:
+                raise UsageError('give --questions FILE or --synthetic N')
+            questions = load_question_set(path, args.images_dir)[: args.limit]
+            model = _load_model(args)
+            records = evaluate(model, questions, conditions, config, _progress_printer())
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    summary = summarize(records, edges) | {'model': args.model}
+    if args.records:
+        Path(args.records).write_text(json.dumps(record_dicts(records), indent=1))
+    print(json.dumps(summary) if args.json else format_summary(summary))
+    return 0
+
+
+def _progress_printer():
+    """Return ``progress(done, total)`` printing to stderr about every tenth of the way."""
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            print(f'vicrop eval: {done}/{total} questions', file=sys.stderr, flush=True)
+
+    return progress
+
+
 def _make_tiny_model(args: argparse.Namespace) -> int:
     """Write a tiny random model and print its directory."""
     from .testing.tiny import make_tiny_model
@@ -213,6 +262,33 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     bench.add_argument('--json', action='store_true', help='print one JSON object')
     bench.set_defaults(run=_bench)
+
+    evaluation = commands.add_parser(
+        'eval', help='score answers with and without crops on a question set (VQA accuracy)'
+    )
+    evaluation.add_argument('--model', required=True, help='Hugging Face id or directory')
+    evaluation.add_argument('--questions', metavar='JSON', help='a TextVQA-format question set')
+    evaluation.add_argument(
+        '--images-dir', help='where <image_id>.jpg files are (default: images/ beside the set)'
+    )
+    evaluation.add_argument(
+        '--synthetic', type=int, metavar='N', help='instead: N synthetic scenes of --seed'
+    )
+    evaluation.add_argument('--seed', type=int, default=0, help='synthetic scenes: their seed')
+    evaluation.add_argument(
+        '--sizes', default='10,16,24,40,64,96', help='synthetic: target sizes in px, in turn'
+    )
+    evaluation.add_argument(
+        '--conditions', default='none,rel_att,grad_att,pure_grad,gt_crop',
+        help="comma-separated: 'none' (no crop), methods, 'gt_crop' (the ground-truth box)",
+    )  # fmt: skip
+    evaluation.add_argument('--buckets', default='16,32,64', help='target sizes starting buckets')
+    evaluation.add_argument('--limit', type=int, help='the first N questions only')
+    evaluation.add_argument('--max-new-tokens', type=int, default=8)
+    _add_loading_arguments(evaluation)
+    evaluation.add_argument('--records', metavar='JSON', help='write every scored answer here')
+    evaluation.add_argument('--json', action='store_true', help='print one JSON object')
+    evaluation.set_defaults(run=_eval)
 
     tiny = commands.add_parser('make-tiny-model', help='write a tiny random model (offline)')
     tiny.add_argument('--family', choices=TINY_MODELS, required=True)

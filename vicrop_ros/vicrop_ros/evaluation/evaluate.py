@@ -1,0 +1,190 @@
+"""
+``vicrop eval``'s engine: answer a question set under each condition and score the answers.
+
+A condition is how the final answer is made: ``none`` (the frame alone), a ViCrop method (the
+frame and the crop its map chooses), or ``gt_crop`` (the frame and the crop the box search
+chooses on a map that is 1 inside the ground-truth box: the "human crop" upper bound).
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+import itertools
+import statistics
+import time
+
+import cv2
+import numpy as np
+
+from ..core.box import Box
+from ..core.box_search import choose_box
+from ..core.config import Method, VicropConfig
+from ..core.geometry import crop
+from ..core.pipeline import Vicrop, VisionLanguageModel
+from .question_set import EvalQuestion
+from .vqa_accuracy import vqa_accuracy
+
+GT_CROP = 'gt_crop'
+CONDITIONS = tuple(m.value for m in Method) + (GT_CROP,)  # 'none' first: the frame alone
+# Target sizes (longest side, frame pixels) that start each size bucket after the first.
+DEFAULT_BUCKET_EDGES = (16, 32, 64)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One answer to one question under one condition, scored."""
+
+    question_id: str
+    condition: str
+    prediction: str
+    accuracy: float  # VQA accuracy in [0, 1]
+    latency_ms: float  # the whole answer, from the decoded frame
+    size_px: int | None
+    kind: str | None
+    box: tuple[int, int, int, int] | None  # the crop, frame pixels (XYXY); None: no crop
+
+
+def oracle_box(truth: Box, size: tuple[int, int], base_size: int, scales) -> Box:
+    """
+    Return the crop the box search chooses when the map is 1 inside ``truth`` and 0 elsewhere.
+
+    The map has one cell per pixel of ``size`` (width, height) at a quarter of the resolution,
+    so the crop has the sizes and the context a ViCrop crop has.
+    """
+    width, height = size
+    cell = 4
+    grid = np.zeros((-(-height // cell), -(-width // cell)), np.float32)
+    grid[truth.y0 // cell : -(-truth.y1 // cell), truth.x0 // cell : -(-truth.x1 // cell)] = 1.0
+    return choose_box(grid, size, base_size, scales).box
+
+
+def read_rgb(path) -> np.ndarray:
+    """Return the image at ``path`` as HWC uint8 RGB; raise ValueError if it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f'cannot read the image {path}')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def check_conditions(conditions: Iterable[str]) -> list[str]:
+    """Return ``conditions`` as a list; raise ValueError naming the first unknown one."""
+    conditions = list(conditions)
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown:
+        raise ValueError(f'unknown condition {unknown[0]!r}; expected some of {CONDITIONS}')
+    return conditions
+
+
+def evaluate(
+    model: VisionLanguageModel,
+    questions: Sequence[EvalQuestion],
+    conditions: Iterable[str],
+    config: VicropConfig,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[Record]:
+    """
+    Answer every question under every condition; return one Record each.
+
+    No preparation is kept between answers, so each latency is that of a question alone.
+    ``progress(done, total)`` is called after each question. Raises ValueError for an unknown
+    condition, or ``gt_crop`` on a question without a ground-truth box.
+    """
+    conditions = check_conditions(conditions)
+    vicrop = Vicrop(model, config)
+    records = []
+    for done, question in enumerate(questions, 1):
+        image = read_rgb(question.image_path)
+        for condition in conditions:
+            records.append(_answer(vicrop, question, image, condition))
+        if progress is not None:
+            progress(done, len(questions))
+    return records
+
+
+def _answer(vicrop: Vicrop, question: EvalQuestion, image: np.ndarray, condition: str) -> Record:
+    """Answer ``question`` about ``image`` under ``condition``; return the scored Record."""
+    start = time.perf_counter()
+    if condition == GT_CROP:
+        if question.box is None:
+            raise ValueError(f'question {question.question_id} has no gt_box for gt_crop')
+        height, width = image.shape[:2]
+        config = vicrop.config
+        base = config.base_size or vicrop.model.input_size
+        box = oracle_box(question.box, (width, height), base, config.scales)
+        prepared = vicrop.model.prepare(image)
+        prediction = prepared.answer(question.question, crop(image, box), config)
+    else:
+        result = vicrop(image, question.question, method=Method(condition))
+        prediction, box = result.answer, result.box
+    latency = (time.perf_counter() - start) * 1000
+    return Record(
+        question_id=question.question_id,
+        condition=condition,
+        prediction=prediction,
+        accuracy=vqa_accuracy(prediction, question.answers),
+        latency_ms=round(latency, 2),
+        size_px=question.size_px,
+        kind=question.kind,
+        box=None if box is None else (box.x0, box.y0, box.x1, box.y1),
+    )
+
+
+def size_bucket(size_px: int | None, edges: Sequence[int] = DEFAULT_BUCKET_EDGES) -> str:
+    """Return the bucket of a target of ``size_px``: '<16', '16-31', ..., '>=64', or 'unknown'."""
+    if size_px is None:
+        return 'unknown'
+    if size_px < edges[0]:
+        return f'<{edges[0]}'
+    for low, high in itertools.pairwise(edges):
+        if low <= size_px < high:
+            return f'{low}-{high - 1}'
+    return f'>={edges[-1]}'
+
+
+def summarize(records: Sequence[Record], edges: Sequence[int] = DEFAULT_BUCKET_EDGES) -> dict:
+    """
+    Return the figures of ``records``: per condition, accuracy and latency.
+
+    Per condition: the accuracy in %, overall and by size bucket (with each bucket's count), and
+    the median latency in ms; and the number of questions.
+    """
+    conditions = list(dict.fromkeys(r.condition for r in records))
+    summary = {'questions': len({r.question_id for r in records}), 'conditions': {}}
+    for condition in conditions:
+        rows = [r for r in records if r.condition == condition]
+        buckets: dict[str, list[float]] = {}
+        for row in sorted(rows, key=lambda r: (r.size_px is None, r.size_px or 0)):
+            buckets.setdefault(size_bucket(row.size_px, edges), []).append(row.accuracy)
+        summary['conditions'][condition] = {
+            'accuracy': _percent([r.accuracy for r in rows]),
+            'accuracy_by_size': {name: _percent(values) for name, values in buckets.items()},
+            'count_by_size': {name: len(values) for name, values in buckets.items()},
+            'median_latency_ms': round(statistics.median(r.latency_ms for r in rows), 1),
+        }
+    return summary
+
+
+def _percent(values: Sequence[float]) -> float:
+    """Return the mean of accuracies in [0, 1] as a percentage, one decimal."""
+    return round(100 * sum(values) / len(values), 1)
+
+
+def record_dicts(records: Sequence[Record]) -> list[dict]:
+    """Return the records as JSON-ready dicts."""
+    return [asdict(r) for r in records]
+
+
+def format_summary(summary: dict) -> str:
+    """Return the summary as a table: a row per condition, accuracy (%) per size bucket."""
+    conditions = summary['conditions']
+    buckets = list(dict.fromkeys(b for c in conditions.values() for b in c['accuracy_by_size']))
+    counts = {b: max(c['count_by_size'].get(b, 0) for c in conditions.values()) for b in buckets}
+    header = ['condition', 'all', *(f'{b} px ({counts[b]})' for b in buckets), 'median ms']
+    rows = [header]
+    for name, figures in conditions.items():
+        by_size = figures['accuracy_by_size']
+        rows.append([name, f'{figures["accuracy"]:.1f}',
+                     *(f'{by_size[b]:.1f}' if b in by_size else '-' for b in buckets),
+                     f'{figures["median_latency_ms"]:.0f}'])  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ['  '.join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    return '\n'.join(lines) + f'\nquestions: {summary["questions"]} (VQA accuracy, %)'
