@@ -280,9 +280,9 @@ def test_a_window_of_the_bag_played_twice_asks_its_questions_in_each_pass(
     assert sorted(questions) == ['cube', 'cube#2', 'dial', 'dial#2']
     in_window = [i for i in range(int(2.0 * RATE_HZ)) if 0.9e9 <= int(i * 1e9 / RATE_HZ) <= 1.6e9]
     assert summary['messages'] == 2 * 2 * len(in_window)  # 2 cameras, 2 passes
-    # Every pass is answered from frames of the window. Passes are not compared frame for frame:
-    # the node drops its kept frames when it sees the clock jump back, and it may see that after
-    # the first frames of the new pass came (seen: cube#2 got the 1.1 s frame, cube 1.0 s).
+    # Every pass is answered from frames of the window (the node drops its kept frames when the
+    # clock jumps back; before the companion read /clock itself, it could see that jump after
+    # the new pass's first frames and drop them too: cube#2 got the 1.1 s frame, cube 1.0 s).
     for entry in questions.values():
         assert entry['status'] == 'OK', entry
         assert 0.9 <= float(entry['image_stamp']) - START_NS / 1e9 <= 1.6 + 1e-6, entry

@@ -53,7 +53,9 @@ def oracle_box(truth: Box, size: tuple[int, int], base_size: int, scales) -> Box
     width, height = size
     cell = 4
     grid = np.zeros((-(-height // cell), -(-width // cell)), np.float32)
-    grid[truth.y0 // cell : -(-truth.y1 // cell), truth.x0 // cell : -(-truth.x1 // cell)] = 1.0
+    rows = slice(truth.y0 // cell, -(-truth.y1 // cell))  # cells the box touches
+    cols = slice(truth.x0 // cell, -(-truth.x1 // cell))
+    grid[rows, cols] = 1.0
     return choose_box(grid, size, base_size, scales).box
 
 

@@ -12,7 +12,11 @@ the serialized bytes in the camera's :class:`~.frames.FrameBuffer` and nothing i
 or decoded until a question needs the frame.
 
 Frames are kept per timeline: when the node clock jumps back (a bag replayed again under
-``use_sim_time``) the kept frames are dropped, as their stamps belong to the old timeline.
+``use_sim_time``) the kept frames are dropped, as their stamps belong to the old timeline. Under
+sim time the companion reads ``/clock`` itself, on a subscription made before the cameras': its
+thread then takes a tick before any frame that was waiting with it, so a player that publishes
+the new timeline's first tick and then its frames never has those frames dropped, however late
+the node's own executor takes the tick.
 
 Reliability ``auto`` follows the publishers on the topic (RELIABLE when every one is reliable,
 else BEST_EFFORT) and is re-checked once a second by the companion's thread, as ``ros2 bag
@@ -27,12 +31,13 @@ import time
 import traceback
 
 import rclpy
-from rclpy.clock import JumpThreshold
+from rclpy.clock import ClockChange, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import ReliabilityPolicy
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CompressedImage, Image
 
 from .frames import Frame, FrameBuffer, FrameChoiceError, FrameRequest
@@ -45,6 +50,7 @@ TRANSPORTS: dict[str, type] = {'raw': Image, 'compressed': CompressedImage}
 DRAIN_PERIOD_S = 0.2
 WAIT_SLICE_S = 0.05  # while somebody waits for a frame, the longest wait between passes
 FOLLOW_PERIOD_S = 1.0  # how often reliability 'auto' looks at the publishers again
+CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)  # as rclpy reads it
 
 
 @dataclass(frozen=True)
@@ -245,8 +251,14 @@ class CameraNode:
         )  # fmt: skip
         now_ns = lambda: parent.get_clock().now().nanoseconds  # noqa: E731
         self._logger = parent.get_logger()
+        self._parent_clock = parent.get_clock()
+        self._last_tick_ns: int | None = None  # the newest /clock value the companion took
+        self._ticks = 0  # /clock callbacks run so far
         cameras = {}
         try:
+            # First of the companion's subscriptions: its executor takes a waiting tick before
+            # waiting frames (it serves subscriptions in the order they were made).
+            self.node.create_subscription(Clock, '/clock', self._on_tick, CLOCK_QOS)
             for config in configs:
                 cameras[config.name] = Camera(self.node, config, now_ns, self._logger)
         except Exception:
@@ -256,7 +268,8 @@ class CameraNode:
         self._executor.add_node(self.node)
         self.cameras = Cameras(cameras, now_ns, self.drain)
         # A clock that jumps back (a replayed bag started again, sim time switched on) starts a
-        # new timeline: frames of the old one would be chosen for stamps of the new one.
+        # new timeline: frames of the old one would be chosen for stamps of the new one. Sim
+        # time's jumps back are seen by _on_tick; this callback takes the others.
         self._time_jumps = parent.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1)),
             post_callback=self._on_time_jump,
@@ -338,8 +351,8 @@ class CameraNode:
             self._passes.notify_all()
 
     def _callbacks(self) -> int:
-        """Return how many frame and event callbacks have run so far."""
-        return sum(camera.callbacks for camera in self.cameras)
+        """Return how many frame, event and /clock callbacks have run so far."""
+        return self._ticks + sum(camera.callbacks for camera in self.cameras)
 
     def _follow_publishers(self) -> None:
         """Re-check every camera's reliability; take a camera's frames before resubscribing."""
@@ -349,12 +362,30 @@ class CameraNode:
                 camera.follow_publishers()
 
     def _on_time_jump(self, jump) -> None:
-        """Drop the kept frames when the node clock jumped back or changed source."""
+        """Drop the kept frames when the node clock changed source, or system time went back."""
+        if jump.clock_change == ClockChange.ROS_TIME_NO_CHANGE and self._sim_time_active():
+            return  # a tick of /clock: _on_tick has seen it, in order with the frames
+        self._drop_frames(jump.delta.nanoseconds)
+
+    def _on_tick(self, tick: Clock) -> None:
+        """Under sim time, drop the kept frames when a /clock tick goes back."""
+        self._ticks += 1
+        tick_ns = tick.clock.sec * 1_000_000_000 + tick.clock.nanosec
+        last, self._last_tick_ns = self._last_tick_ns, tick_ns
+        if last is not None and tick_ns < last and self._sim_time_active():
+            self._drop_frames(tick_ns - last)
+
+    def _sim_time_active(self) -> bool:
+        """Return whether the node clock follows /clock (use_sim_time)."""
+        return self._parent_clock.ros_time_is_active
+
+    def _drop_frames(self, delta_ns: int) -> None:
+        """Drop every kept frame: they belong to the timeline before a jump of ``delta_ns``."""
         dropped = sum(camera.buffer.clear() for camera in self.cameras)
         if dropped:
             self._logger.info(
-                f'the clock jumped by {jump.delta.nanoseconds / 1e9:.3f} s: {dropped} kept '
-                'frames of the old timeline dropped'
+                f'the clock jumped by {delta_ns / 1e9:.3f} s: {dropped} kept frames of the old '
+                'timeline dropped'
             )
 
     def close(self) -> None:
