@@ -38,6 +38,26 @@ class Tower:
         return self.hidden // self.heads
 
 
+def transformer_sizes(tower: Tower) -> dict:
+    """Return ``tower``'s widths and depth under the names transformers' text configs use."""
+    return {
+        'hidden_size': tower.hidden,
+        'intermediate_size': tower.intermediate,
+        'num_hidden_layers': tower.layers,
+        'num_attention_heads': tower.heads,
+        'num_key_value_heads': tower.kv_heads,
+    }
+
+
+@dataclass(frozen=True)
+class VisionTextSize:
+    """Layer sizes of a model made of a vision tower and a text decoder (LLaVA, SmolVLM2)."""
+
+    vision: Tower
+    text: Tower
+    vocab_size: int | None = None  # None: the tokenizer's size
+
+
 TEXT_MAX_POSITIONS = 4096
 
 # The tiny sizes every family's test model shares: its text decoder (Llama for LLaVA,
@@ -117,11 +137,7 @@ def llama_text_config(
     """Return a Llama text config of ``text`` (LLaVA's and InstructBLIP's Vicuna, SmolLM2)."""
     return LlamaConfig(
         vocab_size=vocab_size or len(tokenizer),
-        hidden_size=text.hidden,
-        intermediate_size=text.intermediate,
-        num_hidden_layers=text.layers,
-        num_attention_heads=text.heads,
-        num_key_value_heads=text.kv_heads,
+        **transformer_sizes(text),
         max_position_embeddings=TEXT_MAX_POSITIONS,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -1,7 +1,5 @@
 """LLaVA-1.5 (``llava-hf/llava-1.5-7b-hf``): CLIP ViT/14 at 336 px, a projector, a Llama."""
 
-from dataclasses import dataclass
-
 from transformers import (
     CLIPVisionConfig,
     LlavaConfig,
@@ -12,7 +10,14 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from ..hub_layout import HubLayout
-from ..text import TINY_TEXT, TINY_VISION, Tower, llama_text_config, llama_tokenizer
+from ..text import (
+    TINY_TEXT,
+    TINY_VISION,
+    Tower,
+    VisionTextSize,
+    llama_text_config,
+    llama_tokenizer,
+)
 
 # The published input: 336 px, 14 px patches, a 24 x 24 grid (CLS dropped by 'default'). The
 # adapter reads these back from the saved config, never from here.
@@ -51,22 +56,13 @@ CHAT_TEMPLATE = (
 )
 
 
-@dataclass(frozen=True)
-class LlavaSize:
-    """Layer sizes of a LLaVA-1.5-shaped model (CLIP ViT/14 at 336 px + a Llama decoder)."""
-
-    vision: Tower
-    text: Tower
-    vocab_size: int | None = None  # None: the tokenizer's size
-
-
 SIZES = {
     # Tests: about 0.3 M parameters.
-    'tiny': LlavaSize(TINY_VISION, TINY_TEXT),
+    'tiny': VisionTextSize(TINY_VISION, TINY_TEXT),
     # CPU benchmarks: about 170 M parameters, 576 image tokens like the real model.
-    'mid': LlavaSize(Tower(256, 4, 4, 1024), Tower(1024, 8, 16, 2816), 32000),
+    'mid': VisionTextSize(Tower(256, 4, 4, 1024), Tower(1024, 8, 16, 2816), 32000),
     # GPU benchmarks: the shape of LLaVA-1.5-7B (CLIP ViT-L/14-336 + Vicuna-7B), about 7 B.
-    '7b': LlavaSize(Tower(1024, 24, 16, 4096), Tower(4096, 32, 32, 11008), 32064),
+    '7b': VisionTextSize(Tower(1024, 24, 16, 4096), Tower(4096, 32, 32, 11008), 32064),
 }
 
 # The image tokens of a 640x480 frame at each benchmark size, as llava-1.5-7b-hf's processor

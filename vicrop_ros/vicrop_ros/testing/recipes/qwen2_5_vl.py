@@ -18,6 +18,7 @@ from ..text import (
     Tower,
     chatml_template,
     chatml_tokenizer,
+    transformer_sizes,
 )
 
 # Qwen2.5-VL: 14 px patches merged 2 x 2, windowed attention in all but the full blocks.
@@ -127,11 +128,7 @@ def build(size: str = 'tiny'):
         },
         text_config={
             'vocab_size': shape.vocab_size or len(tokenizer),
-            'hidden_size': shape.text.hidden,
-            'intermediate_size': shape.text.intermediate,
-            'num_hidden_layers': shape.text.layers,
-            'num_attention_heads': shape.text.heads,
-            'num_key_value_heads': shape.text.kv_heads,
+            **transformer_sizes(shape.text),
             'max_position_embeddings': TEXT_MAX_POSITIONS,
             'max_window_layers': shape.text.layers,
             'rope_parameters': {

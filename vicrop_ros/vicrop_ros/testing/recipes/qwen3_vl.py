@@ -14,6 +14,7 @@ from ..text import (
     Tower,
     chatml_template,
     chatml_tokenizer,
+    transformer_sizes,
 )
 from .qwen2_5_vl import VISION, image_token_runs  # noqa: F401 (the same token layout)
 
@@ -93,11 +94,7 @@ def build(size: str = 'tiny'):
         },
         text_config={
             'vocab_size': shape.vocab_size or len(tokenizer),
-            'hidden_size': shape.text.hidden,
-            'intermediate_size': shape.text.intermediate,
-            'num_hidden_layers': shape.text.layers,
-            'num_attention_heads': shape.text.heads,
-            'num_key_value_heads': shape.text.kv_heads,
+            **transformer_sizes(shape.text),
             'head_dim': shape.text.head_dim,
             'max_position_embeddings': TEXT_MAX_POSITIONS,
             'rope_parameters': {

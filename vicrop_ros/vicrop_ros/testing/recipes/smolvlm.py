@@ -1,7 +1,5 @@
 """SmolVLM2 (``HuggingFaceTB/SmolVLM2-500M-Video-Instruct``): SigLIP tiles of 512 px, SmolLM2."""
 
-from dataclasses import dataclass
-
 from transformers import PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMForConditionalGeneration
 from transformers.image_utils import PILImageResampling
 from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
@@ -13,6 +11,7 @@ from ..text import (
     TINY_TEXT,
     TINY_VISION,
     Tower,
+    VisionTextSize,
     llama_text_config,
     train_bpe,
 )
@@ -36,23 +35,16 @@ IMAGE_MEAN = IMAGE_STD = (0.5, 0.5, 0.5)
 TILE_GRID = 6  # the tokenizer's tile tokens: <row_1_col_1> ... <row_6_col_6>
 
 
-@dataclass(frozen=True)
-class SmolVLMSize:
-    """Layer sizes of a SmolVLM2-shaped model (SigLIP tiles + a Llama decoder)."""
-
-    vision: Tower
-    text: Tower
-    vocab_size: int | None = None  # None: the tokenizer's size
-
-
 SIZES = {
     # Tests: about 0.3 M parameters.
-    'tiny': SmolVLMSize(TINY_VISION, TINY_TEXT),
+    'tiny': VisionTextSize(TINY_VISION, TINY_TEXT),
     # CPU benchmarks: SmolVLM2-500M's depths, head size and token layout (12 SigLIP layers of
     # head 64 over 512 px tiles, 64 tokens a tile; 32 Llama layers of head 64 with 3 query heads
     # per KV head; its vocabulary; its 2048 px longest edge, so 640x480 gives 12 tiles and a
     # global view) at a quarter of the vision width and a fifth of the text width.
-    '500m_shape': SmolVLMSize(Tower(192, 12, 3, 768), Tower(192, 32, 3, 512, kv_heads=1), 49280),
+    '500m_shape': VisionTextSize(
+        Tower(192, 12, 3, 768), Tower(192, 32, 3, 512, kv_heads=1), 49280
+    ),
 }
 
 # The image tokens of a 640x480 frame at each benchmark size, as SmolVLM2-500M's processor files
