@@ -24,6 +24,7 @@ from sensor_msgs.msg import Image
 from vicrop_interfaces.msg import Answer, Question
 
 from .bags import message_class
+from .params import CAMERAS
 from .replay_report import answered_with_crop, match_saliency
 from .replay_script import ScriptedQuestion
 
@@ -90,8 +91,11 @@ class Replayer:
         """
         Return the topics the node's camera companion (``<node>_cameras``) subscribes to.
 
-        They are the node's camera topics after its own remaps and namespace. Waits until the
-        companion has subscriptions (the node is up); raises TimeoutError after ``timeout_s``.
+        They are the node's camera topics after its own remaps and namespace. Waits until one
+        subscription per camera is seen: discovery shows a node's subscriptions one by one, and
+        the first seen alone left the wrist camera's frames unplayed. After ``timeout_s``,
+        returns those seen (cameras remapped onto one topic show fewer), or raises TimeoutError
+        when there are none (the node is not up).
         """
         namespace, _, name = self.args.node.rstrip('/').rpartition('/')
         companion, namespace = f'{name}_cameras', namespace or '/'
@@ -102,9 +106,11 @@ class Replayer:
             except NodeNameNonExistentError:
                 found = []
             topics = {topic for topic, types in found if set(types) & set(CAMERA_TYPES)}
-            if topics:
+            if len(topics) >= len(CAMERAS):  # the companion subscribes every camera
                 return topics
             if time.monotonic() > deadline:
+                if topics:
+                    return topics
                 raise TimeoutError(
                     f'no camera subscription of {namespace.rstrip("/")}/{companion} after '
                     f'{timeout_s} s: is the node {self.args.node} running (--node)?'
