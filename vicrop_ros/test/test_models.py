@@ -1,5 +1,7 @@
 """Model adapters on tiny random models of the real classes: exactness, maps, geometry, chain."""
 
+import json
+
 import numpy as np
 import pytest
 from sample_data import FAMILIES, random_image
@@ -9,7 +11,7 @@ from vicrop_ros.core import Box, SaliencyMap, Vicrop, VicropConfig, project_to_i
 from vicrop_ros.core.config import Method
 from vicrop_ros.core.saliency import safe_ratio
 from vicrop_ros.models.attention import AttentionProbe, probing
-from vicrop_ros.models.base import Forward
+from vicrop_ros.models.base import CHECKPOINT_LAYER_KEY, Forward
 from vicrop_ros.models.loader import load_model
 
 pytestmark = pytest.mark.slow
@@ -285,6 +287,24 @@ def test_bad_requests_raise_clear_errors(tiny_model, tmp_path):
     (tmp_path / 'config.json').write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="unsupported model type 'bert'"):
         load_model(str(tmp_path))
+
+
+def test_a_checkpoint_names_its_own_attention_layer_and_a_configured_one_wins(
+    tiny_model, tiny_model_dir, tmp_path
+):
+    adapter = tiny_model('llava')
+    chosen = (adapter.attention_layer(VicropConfig()) + 1) % len(adapter.decoder_layers)
+    source = tiny_model_dir('llava')
+    config = json.loads((source / 'config.json').read_text())
+    for item in source.iterdir():
+        (tmp_path / item.name).write_bytes(item.read_bytes())
+    (tmp_path / 'config.json').write_text(json.dumps(config | {CHECKPOINT_LAYER_KEY: chosen}))
+    named = load_model(str(tmp_path), device='cpu')
+    assert named.attention_layer(VicropConfig()) == chosen
+    assert named.attention_layer(VicropConfig(attention_layer=0)) == 0
+    (tmp_path / 'config.json').write_text(json.dumps(config | {CHECKPOINT_LAYER_KEY: 99}))
+    with pytest.raises(ValueError, match='attention_layer 99 is out of range'):
+        load_model(str(tmp_path), device='cpu').attention_layer(VicropConfig())
 
 
 def test_llava_pads_usual_frames_as_they_are_and_shrinks_a_thin_strip_first(tiny_model):

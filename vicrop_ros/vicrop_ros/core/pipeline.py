@@ -55,6 +55,9 @@ class PreparedImage(Protocol):
         ``stop`` is checked after every decoded token; raises Canceled once it returns True.
         """
 
+    def attention_by_layer(self, question: str, config: VicropConfig) -> list[SaliencyMap]:
+        """Return the question's attention to the image at each decoder layer (for evaluation)."""
+
 
 class VisionLanguageModel(Protocol):
     """A multimodal LLM adapter as the pipeline needs it."""
@@ -134,6 +137,10 @@ class Vicrop:
         """Drop every kept preparation (e.g. to free GPU memory)."""
         self._frames.clear()
 
+    def base_size(self, config: VicropConfig | None = None) -> int:
+        """Return the box search's window side at scale 1, source pixels, under ``config``."""
+        return (config or self.config).base_size or self.model.input_size
+
     def __call__(
         self,
         image: np.ndarray,
@@ -178,9 +185,7 @@ class Vicrop:
             timings['saliency'] = _ms_since(saliency_start)
             notify('cropping')
             crop_start = time.perf_counter()
-            choice = choose_box(
-                grid, image_size(image), config.base_size or self.model.input_size, config.scales
-            )
+            choice = choose_box(grid, image_size(image), self.base_size(config), config.scales)
             box, score = choice.box, choice.score
             crop_pixels = crop(image, box)
             timings['crop'] = _ms_since(crop_start)

@@ -4,11 +4,17 @@
 A condition is how the final answer is made: ``none`` (the frame alone), a ViCrop method (the
 frame and the crop its map chooses), or ``gt_crop`` (the frame and the crop the box search
 chooses on a map that is 1 inside the ground-truth box: the "human crop" upper bound).
+
+With ``attention``, each ``none`` answer also carries the attention ratio of every decoder layer
+(:mod:`.attention_ratio`, the paper's Fig. 3), summarised for right and wrong answers.
 """
 
 from collections.abc import Callable, Iterable, Sequence
+import dataclasses
 from dataclasses import asdict, dataclass
 import itertools
+import math
+from pathlib import Path
 import statistics
 import time
 
@@ -20,6 +26,7 @@ from ..core.box_search import choose_box
 from ..core.config import Method, VicropConfig
 from ..core.geometry import crop
 from ..core.pipeline import Vicrop, VisionLanguageModel
+from .attention_ratio import attention_ratio
 from .question_set import EvalQuestion
 from .vqa_accuracy import vqa_accuracy
 
@@ -41,6 +48,9 @@ class Record:
     size_px: int | None
     kind: str | None
     box: tuple[int, int, int, int] | None  # the crop, frame pixels (XYXY); None: no crop
+    # Per decoder layer, first to last: the attention ratio of the ground-truth box (``none``
+    # records of an evaluation with ``attention``; nan where undefined); else None.
+    attention_ratios: tuple[float, ...] | None = None
 
 
 def oracle_box(truth: Box, size: tuple[int, int], base_size: int, scales) -> Box:
@@ -60,10 +70,12 @@ def oracle_box(truth: Box, size: tuple[int, int], base_size: int, scales) -> Box
 
 
 def read_rgb(path) -> np.ndarray:
-    """Return the image at ``path`` as HWC uint8 RGB; raise ValueError if it cannot be read."""
+    """Return the image file at ``path`` as HWC uint8 RGB; raise ValueError saying why not."""
+    if not Path(path).is_file():
+        raise ValueError(f'image file not found: {path}')
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
-        raise ValueError(f'cannot read the image {path}')
+        raise ValueError(f'cannot decode image file: {path}')
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -82,24 +94,43 @@ def evaluate(
     conditions: Iterable[str],
     config: VicropConfig,
     progress: Callable[[int, int], None] | None = None,
+    attention: bool = False,
 ) -> list[Record]:
     """
     Answer every question under every condition; return one Record each.
 
     No preparation is kept between answers, so each latency is that of a question alone.
-    ``progress(done, total)`` is called after each question. Raises ValueError for an unknown
-    condition, or ``gt_crop`` on a question without a ground-truth box.
+    ``progress(done, total)`` is called after each question. ``attention``: give each ``none``
+    record of a question with a ground-truth box its attention ratios (not timed). Raises
+    ValueError for an unknown condition, ``gt_crop`` on a question without a ground-truth box,
+    or ``attention`` without the ``none`` condition.
     """
     conditions = check_conditions(conditions)
+    if attention and Method.NONE.value not in conditions:
+        raise ValueError("attention ratios go with the 'none' answers: add the none condition")
     vicrop = Vicrop(model, config)
     records = []
     for done, question in enumerate(questions, 1):
         image = read_rgb(question.image_path)
         for condition in conditions:
-            records.append(_answer(vicrop, question, image, condition))
+            record = _answer(vicrop, question, image, condition)
+            if attention and condition == Method.NONE.value and question.box is not None:
+                ratios = layer_attention_ratios(model, image, question, config)
+                record = dataclasses.replace(record, attention_ratios=ratios)
+            records.append(record)
         if progress is not None:
             progress(done, len(questions))
     return records
+
+
+def layer_attention_ratios(
+    model: VisionLanguageModel, image: np.ndarray, question: EvalQuestion, config: VicropConfig
+) -> tuple[float, ...]:
+    """Return the attention ratio of ``question.box`` at each decoder layer, first to last."""
+    prepared = model.prepare(image, answers=False)
+    size = (image.shape[1], image.shape[0])
+    layers = prepared.attention_by_layer(question.question, config)
+    return tuple(round(attention_ratio([m], question.box, size), 4) for m in layers)
 
 
 def _answer(vicrop: Vicrop, question: EvalQuestion, image: np.ndarray, condition: str) -> Record:
@@ -109,11 +140,9 @@ def _answer(vicrop: Vicrop, question: EvalQuestion, image: np.ndarray, condition
         if question.box is None:
             raise ValueError(f'question {question.question_id} has no gt_box for gt_crop')
         height, width = image.shape[:2]
-        config = vicrop.config
-        base = config.base_size or vicrop.model.input_size
-        box = oracle_box(question.box, (width, height), base, config.scales)
+        box = oracle_box(question.box, (width, height), vicrop.base_size(), vicrop.config.scales)
         prepared = vicrop.model.prepare(image)
-        prediction = prepared.answer(question.question, crop(image, box), config)
+        prediction = prepared.answer(question.question, crop(image, box), vicrop.config)
     else:
         result = vicrop(image, question.question, method=Method(condition))
         prediction, box = result.answer, result.box
@@ -126,7 +155,7 @@ def _answer(vicrop: Vicrop, question: EvalQuestion, image: np.ndarray, condition
         latency_ms=round(latency, 2),
         size_px=question.size_px,
         kind=question.kind,
-        box=None if box is None else (box.x0, box.y0, box.x1, box.y1),
+        box=None if box is None else box.as_xyxy(),
     )
 
 
@@ -162,7 +191,37 @@ def summarize(records: Sequence[Record], edges: Sequence[int] = DEFAULT_BUCKET_E
             'count_by_size': {name: len(values) for name, values in buckets.items()},
             'median_latency_ms': round(statistics.median(r.latency_ms for r in rows), 1),
         }
+    attention = attention_summary(records)
+    if attention:
+        summary['attention_ratio_by_layer'] = attention
     return summary
+
+
+def attention_summary(records: Sequence[Record]) -> dict:
+    """
+    Return the median attention ratio per layer of right and of wrong ``none`` answers.
+
+    ``{'right': [per layer], 'wrong': [...], 'count_right': n, 'count_wrong': n}``, an answer
+    being right at VQA accuracy >= 0.5; nan ratios are left out. The median, not the mean: a
+    ratio's denominator can be near 0 (a layer that attends to one spot), and one such answer
+    would make the mean. Empty when no record has ratios.
+    """
+    rows = [r for r in records if r.attention_ratios is not None]
+    if not rows:
+        return {}
+    summary = {}
+    for name, chosen in (('right', [r for r in rows if r.accuracy >= 0.5]),
+                         ('wrong', [r for r in rows if r.accuracy < 0.5])):  # fmt: skip
+        layers = zip(*(r.attention_ratios for r in chosen), strict=True)
+        summary[name] = [_finite_median(values) for values in layers]
+        summary[f'count_{name}'] = len(chosen)
+    return summary
+
+
+def _finite_median(values) -> float | None:
+    """Return the median of the finite ``values``, 3 decimals; None if there are none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return round(statistics.median(finite), 3) if finite else None
 
 
 def _percent(values: Sequence[float]) -> float:

@@ -116,14 +116,13 @@ def write_synthetic_set(
         scene = render_scene(seed * 1_000_003 + i, kind, size, frame)
         name = f'images/{seed}_{i:05d}.png'
         cv2.imwrite(str(out / name), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-        box = scene.box
         data.append(
             {
                 'question_id': f'{seed}_{i:05d}',
                 'image_path': name,
                 'question': scene.question,
                 'answers': [scene.answer] * 10,
-                'gt_box': [box.x0, box.y0, box.x1, box.y1],
+                'gt_box': list(scene.box.as_xyxy()),
                 'target_size_px': scene.size_px,
                 'kind': kind.value,
             }

@@ -84,6 +84,10 @@ def plain_text(text: str, special_texts: Sequence[str]) -> str:
     return text
 
 
+# The config.json key by which a checkpoint names its own attention layer (0-based).
+CHECKPOINT_LAYER_KEY = 'vicrop_attention_layer'
+
+
 def choose_layer(name: str, configured: int | None, paper: tuple[int, int], depth: int) -> int:
     """
     Return ``configured``, or the paper's layer scaled to a model of ``depth`` layers.
@@ -361,9 +365,18 @@ class HfVisionLanguageModel:
         return int(self.model.config.get_text_config().max_position_embeddings)
 
     def attention_layer(self, config: VicropConfig) -> int:
-        """Return the decoder layer to read: the configured one, or the paper's scaled to depth."""
+        """
+        Return the decoder layer to read: the configured one, else the checkpoint's own.
+
+        A checkpoint names its own layer with CHECKPOINT_LAYER_KEY in its config.json (chosen
+        on its attention ratios by ``vicrop eval --attention``, as the demo model's is); without
+        one, the paper's layer scaled to the model's depth.
+        """
+        configured = config.attention_layer
+        if configured is None:
+            configured = getattr(self.model.config, CHECKPOINT_LAYER_KEY, None)
         return choose_layer(
-            'attention_layer', config.attention_layer, self.paper_layer, len(self.decoder_layers)
+            'attention_layer', configured, self.paper_layer, len(self.decoder_layers)
         )
 
     def format_question(self, question: str, config: VicropConfig) -> str:
@@ -670,6 +683,29 @@ class HfPreparedImage:
         key = (layer_index, config.generic_question, config.question_template)
         generic = self._generic_grids.get(key)
         questions = (question,) if generic is not None else (question, config.generic_question)
+        grids = self._attention_grids(questions, config, layer_index)
+        if generic is None:
+            generic = self._generic_grids[key] = grids[1]
+        return safe_ratio(grids[0], generic, config.epsilon)
+
+    @torch.no_grad()
+    def attention_by_layer(self, question: str, config: VicropConfig) -> list[SaliencyMap]:
+        """
+        Return the attention of ``question`` to the image at each decoder layer, first to last.
+
+        Each map is the head mean of the last prompt position's attention to the image patches
+        (extent in image pixels): what rel-att divides, before the division.
+        """
+        return [
+            SaliencyMap(self._attention_grids((question,), config, index)[0].float().cpu().numpy(),
+                        self.extent)
+            for index in range(len(self.model.decoder_layers))
+        ]  # fmt: skip
+
+    def _attention_grids(
+        self, questions: Sequence[str], config: VicropConfig, layer_index: int
+    ) -> list[torch.Tensor]:
+        """Return each question's head-mean attention grid at ``layer_index`` (one batch)."""
         inputs, key_ids, rows = self._question_batch(questions, config, layer_index + 1)
         layer = self.model.decoder_layers[layer_index]
         probe = AttentionProbe(layer.self_attn, rows, stop=True)
@@ -677,10 +713,7 @@ class HfPreparedImage:
         with probing(probe):
             self.model.forward(inputs, run, config)
         per_token = probe.weights.mean(dim=1)  # (questions, keys): head mean
-        grids = self.model.token_maps(inputs, per_token, run.patch_attention(), key_ids)
-        if generic is None:
-            generic = self._generic_grids[key] = grids[1]
-        return safe_ratio(grids[0], generic, config.epsilon)
+        return self.model.token_maps(inputs, per_token, run.patch_attention(), key_ids)
 
     def _gradient_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
         """grad-att: attention x ReLU(d decision / d attention) at one layer (question only)."""
