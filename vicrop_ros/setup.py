@@ -10,6 +10,8 @@ setup(
     name=package_name,
     version='0.1.0',
     packages=find_packages(exclude=['test']),
+    # The shipped demo model (docs/demo-model.md): the name 'vicrop-demo' loads it.
+    package_data={package_name: ['weights/demo_llava/*']},
     data_files=[
         ('share/ament_index/resource_index/packages', ['resource/' + package_name]),
         ('share/' + package_name, ['package.xml']),

@@ -7,6 +7,7 @@ Subcommands:
 * ``vicrop make-tiny-model``: write a tiny random model of a supported family (tests, demos).
 * ``vicrop bench``: time ViCrop against plain answers and the reference-style pipeline.
 * ``vicrop eval``: score answers with and without crops on a question set (VQA accuracy).
+* ``vicrop train-demo-model``: train the small demo model on synthetic scenes (CPU, about 1 h).
 * ``vicrop info``: versions of the engine's libraries and the compute devices torch can use.
 
 Errors (missing file, unknown method, unsupported model) print ``vicrop: error: ...`` and exit 2.
@@ -53,15 +54,13 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _read_rgb(path: Path):
-    """Return the image file at ``path`` as HWC uint8 RGB."""
-    import cv2
+    """Return the image file at ``path`` as HWC uint8 RGB; UsageError saying why not."""
+    from .evaluation.evaluate import read_rgb
 
-    if not path.is_file():
-        raise UsageError(f'image file not found: {path}')
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise UsageError(f'cannot decode image file: {path}')
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    try:
+        return read_rgb(path)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
 
 
 def _load_model(args: argparse.Namespace):
@@ -200,24 +199,50 @@ def _eval(args: argparse.Namespace) -> int:
                 raise UsageError('give --questions FILE or --synthetic N')
             questions = load_question_set(path, args.images_dir)[: args.limit]
             model = _load_model(args)
-            records = evaluate(model, questions, conditions, config, _progress_printer())
+            records = evaluate(
+                model, questions, conditions, config, _progress_bar(), attention=args.attention
+            )
     except ValueError as error:
         raise UsageError(str(error)) from None
     summary = summarize(records, edges) | {'model': args.model}
     if args.records:
         Path(args.records).write_text(json.dumps(record_dicts(records), indent=1))
+    if args.plots:
+        from .evaluation.plots import write_plots
+
+        for path in write_plots(summary, args.plots):
+            print(f'vicrop eval: wrote {path}', file=sys.stderr)
     print(json.dumps(summary) if args.json else format_summary(summary))
     return 0
 
 
-def _progress_printer():
-    """Return ``progress(done, total)`` printing to stderr about every tenth of the way."""
+def _progress_bar(width: int = 30):
+    """Return ``progress(done, total)``: a bar with the time left on stderr, every 5 %."""
+    import time
+
+    start = time.monotonic()
 
     def progress(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            print(f'vicrop eval: {done}/{total} questions', file=sys.stderr, flush=True)
+        if done != total and done % max(1, total // 20):
+            return
+        elapsed = time.monotonic() - start
+        left = elapsed / done * (total - done)
+        bar = '#' * (width * done // total)
+        print(f'vicrop eval: [{bar:<{width}}] {done}/{total} questions, {elapsed:.0f} s, '
+              f'about {left:.0f} s left', file=sys.stderr, flush=True)  # fmt: skip
 
     return progress
+
+
+def _train_demo_model(args: argparse.Namespace) -> int:
+    """Train the demo model from scratch and print its directory."""
+    from .evaluation.demo_model import TrainSettings, train_demo_model
+
+    settings = TrainSettings(
+        vision_steps=args.vision_steps, steps=args.steps, batch=args.batch, seed=args.seed
+    )
+    print(train_demo_model(args.out, settings, log=lambda line: print(line, file=sys.stderr)))
+    return 0
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
@@ -226,6 +251,13 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
 
     print(make_tiny_model(args.family, args.out, seed=args.seed))
     return 0
+
+
+def _train_defaults():
+    """Return the demo model's training settings (the committed model's)."""
+    from .evaluation.demo_model import TrainSettings
+
+    return TrainSettings()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument('--seed', type=int, default=0, help='synthetic scenes: their seed')
     evaluation.add_argument(
-        '--sizes', default='10,16,24,40,64,96', help='synthetic: target sizes in px, in turn'
+        '--sizes', default='14,20,28,40,56,80,112', help='synthetic: target sizes in px, in turn'
     )
     evaluation.add_argument(
         '--conditions', default='none,rel_att,grad_att,pure_grad,gt_crop',
@@ -287,8 +319,29 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument('--max-new-tokens', type=int, default=8)
     _add_loading_arguments(evaluation)
     evaluation.add_argument('--records', metavar='JSON', help='write every scored answer here')
+    evaluation.add_argument(
+        '--attention', action='store_true',
+        help="also the attention ratio of the ground-truth box per layer ('none' answers)",
+    )  # fmt: skip
+    evaluation.add_argument('--plots', metavar='DIR', help='write PNG plots of the figures here')
     evaluation.add_argument('--json', action='store_true', help='print one JSON object')
     evaluation.set_defaults(run=_eval)
+
+    train = commands.add_parser(
+        'train-demo-model', help='train the small demo model on synthetic scenes (CPU, ~1 h)'
+    )
+    train.add_argument('--out', required=True, help='directory to write the model to')
+    defaults = _train_defaults()
+    train.add_argument(
+        '--vision-steps', type=int, default=defaults.vision_steps,
+        help='steps of the first stage (the vision tower learns to read)',
+    )  # fmt: skip
+    train.add_argument(
+        '--steps', type=int, default=defaults.steps, help='steps of the second stage (answers)'
+    )
+    train.add_argument('--batch', type=int, default=defaults.batch)
+    train.add_argument('--seed', type=int, default=defaults.seed)
+    train.set_defaults(run=_train_demo_model)
 
     tiny = commands.add_parser('make-tiny-model', help='write a tiny random model (offline)')
     tiny.add_argument('--family', choices=TINY_MODELS, required=True)

@@ -37,14 +37,22 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+# The demo model this package ships (trained on synthetic scenes: docs/demo-model.md), by name.
+DEMO_MODEL_NAME = 'vicrop-demo'
+DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / 'weights' / 'demo_llava'
+
+
 def locate(name_or_path: str, allow_download: bool = False) -> tuple[str, bool]:
     """
     Return (what to load, whether to stay off the network) for a model id or directory.
 
-    A directory loads as it is. A hub id loads from the local Hugging Face cache only, unless
-    ``allow_download``; one that is not cached fails at once (ValueError) with how to fetch it,
-    instead of retrying a network the robot may not have.
+    DEMO_MODEL_NAME is the shipped demo model's directory. A directory loads as it is. A hub id
+    loads from the local Hugging Face cache only, unless ``allow_download``; one that is not
+    cached fails at once (ValueError) with how to fetch it, instead of retrying a network the
+    robot may not have.
     """
+    if name_or_path == DEMO_MODEL_NAME:
+        return str(DEMO_MODEL_DIR), True
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return str(path), True

@@ -1,13 +1,17 @@
 """
 ``vicrop-make-demo-bag``: a rosbag2 of synthetic head and wrist camera streams with small details.
 
-The head camera (raw ``sensor_msgs/Image``, rgb8) looks at a table with a bottle carrying a tiny
-printed label, a small red cube and a dial; the wrist camera (``sensor_msgs/CompressedImage``,
-JPEG) sees a parts box with small printed text and a screw head. A question script (YAML) for
-``vicrop-replay`` is written beside the bag.
+The head camera (raw ``sensor_msgs/Image``, rgb8) pans over three spots of a cluttered room, each
+with one small target: a card with a digit, a coloured cube, a dial; the wrist camera
+(``sensor_msgs/CompressedImage``, JPEG) moves between a card and a cube. The scenes are those of
+:mod:`vicrop_ros.evaluation.scenes`, the demo model's training distribution (but seeds it never
+saw). A question script (YAML) for ``vicrop-replay`` is written beside the bag, each question
+expecting the true answer and a crop that holds the target.
 """
 
 import argparse
+from dataclasses import dataclass
+from functools import cache
 import math
 from pathlib import Path
 
@@ -16,69 +20,91 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 import yaml
 
+from ..evaluation.scenes import Scene, TargetKind, render_scene
 from .bags import typestore
 
 HEAD_TOPIC = '/head_camera/image_raw'
 WRIST_TOPIC = '/wrist_camera/image_raw/compressed'
 START_NS = 1_700_000_000_000_000_000  # bag time of the first frame (2023-11-14 22:13:20 UTC)
-FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-QUESTIONS = [
-    {'at': 0.5, 'id': 'label', 'camera': 'head',
-     'question': 'What does the small label on the bottle say?'},
-    {'at': 1.0, 'id': 'cube', 'camera': 'head', 'question': 'What colour is the small cube?'},
-    {'at': 1.5, 'id': 'dial', 'camera': 'head', 'question': 'Which number does the dial show?'},
-    {'at': 2.0, 'id': 'parts', 'camera': 'wrist',
-     'question': 'What size is written on the parts box?'},
-    {'at': 2.5, 'id': 'screw', 'camera': 'wrist', 'method': 'grad_att',
-     'question': 'Is the screw head Phillips or flat?'},
-]  # fmt: skip
 
 
-def head_frame(width: int, height: int, index: int) -> np.ndarray:
-    """Render the head camera's view (HWC uint8 RGB) for frame ``index``."""
-    image = np.full((height, width, 3), (150, 140, 125), np.uint8)
-    cv2.rectangle(image, (0, int(height * 0.6)), (width, height), (110, 85, 60), -1)  # table
-    s = width / 640
-    shift = int(4 * s * math.sin(index / 15))  # a slow sway, so frames differ
-    x, y = int(430 * s) + shift, int(190 * s)
-    cv2.rectangle(image, (x, y), (x + int(40 * s), y + int(110 * s)), (40, 120, 40), -1)  # bottle
-    cv2.rectangle(image, (x + 3, y + int(45 * s)), (x + int(37 * s), y + int(62 * s)),
-                  (245, 245, 235), -1)  # fmt: skip
-    cv2.putText(image, 'ACME 12V', (x + 4, y + int(57 * s)), FONT, 0.22 * s, (20, 20, 20), 1,
-                cv2.LINE_AA)  # fmt: skip
-    cube = (int(150 * s) + shift, int(270 * s))
-    cv2.rectangle(image, cube, (cube[0] + int(12 * s), cube[1] + int(12 * s)), (210, 30, 30), -1)
-    centre, radius = (int(300 * s), int(120 * s)), int(22 * s)
-    cv2.circle(image, centre, radius, (235, 235, 235), -1)
-    cv2.circle(image, centre, radius, (30, 30, 30), 1)
-    for value in range(0, 10):
-        angle = math.radians(225 - value * 30)
-        at = (int(centre[0] + 0.72 * radius * math.cos(angle)) - 2,
-              int(centre[1] - 0.72 * radius * math.sin(angle)) + 2)  # fmt: skip
-        cv2.putText(image, str(value), at, FONT, 0.16 * s, (30, 30, 30), 1, cv2.LINE_AA)
-    needle = math.radians(225 - 7 * 30)
-    tip = (int(centre[0] + 0.6 * radius * math.cos(needle)),
-           int(centre[1] - 0.6 * radius * math.sin(needle)))  # fmt: skip
-    cv2.line(image, centre, tip, (200, 20, 20), 1, cv2.LINE_AA)
-    return image
+@dataclass(frozen=True)
+class View:
+    """What a camera sees until ``until_s`` (bag seconds): one scene, asked about at ``ask_s``."""
+
+    until_s: float
+    ask_s: float
+    question_id: str
+    seed: int
+    kind: TargetKind
+    size_px: int  # the target's longest side at the reference frame size, pixels
+    method: str | None = None  # the question's method; None: the node's default
 
 
-def wrist_frame(width: int, height: int, index: int) -> np.ndarray:
-    """Render the wrist camera's view (HWC uint8 RGB) for frame ``index``."""
-    image = np.full((height, width, 3), (90, 95, 100), np.uint8)
-    s = width / 1280
-    shift = int(6 * s * math.cos(index / 12))
-    x, y = int(250 * s) + shift, int(200 * s)
-    cv2.rectangle(image, (x, y), (x + int(420 * s), y + int(300 * s)), (200, 170, 110), -1)  # box
-    cv2.putText(image, 'M3 x 8 DIN 912', (x + int(20 * s), y + int(40 * s)), FONT, 0.45 * s,
-                (30, 30, 30), 1, cv2.LINE_AA)  # fmt: skip
-    screw = (int(900 * s) + shift, int(420 * s))
-    cv2.circle(image, screw, int(18 * s), (180, 180, 185), -1)
-    arm = int(11 * s)
-    cv2.line(image, (screw[0] - arm, screw[1]), (screw[0] + arm, screw[1]), (60, 60, 60), 2)
-    cv2.line(image, (screw[0], screw[1] - arm), (screw[0], screw[1] + arm), (60, 60, 60), 2)
-    return image
+# Each camera's views in turn (the last lasts to the end). Sizes are for 640x480 (head) and
+# 1280x720 (wrist) and scale with the frame: too small to read in the whole frame at the demo
+# model's 160 px input, readable in a crop.
+HEAD_VIEWS = (
+    View(0.75, 0.5, 'card', 101, TargetKind.CARD, 22),
+    View(1.25, 1.0, 'cube', 102, TargetKind.CUBE, 12),
+    View(math.inf, 1.5, 'dial', 103, TargetKind.DIAL, 24),
+)
+WRIST_VIEWS = (
+    View(2.25, 2.0, 'wrist_card', 201, TargetKind.CARD, 40),
+    View(math.inf, 2.5, 'wrist_cube', 202, TargetKind.CUBE, 20, method='grad_att'),
+)
+CAMERA_VIEWS = {'head': (HEAD_VIEWS, (640, 480)), 'wrist': (WRIST_VIEWS, (1280, 720))}
+SWAY_PX = 3  # the sway's amplitude per 640 pixels of frame width
+
+
+@cache
+def view_scene(camera: str, view: View, frame_size: tuple[int, int]) -> Scene:
+    """Return the scene of ``view`` rendered at ``frame_size`` (width, height)."""
+    reference = CAMERA_VIEWS[camera][1]
+    size = max(6, round(view.size_px * frame_size[1] / reference[1]))
+    return render_scene(view.seed, view.kind, size, frame_size)
+
+
+def view_at(camera: str, seconds: float) -> View:
+    """Return the view ``camera`` shows ``seconds`` after the bag's start."""
+    return next(v for v in CAMERA_VIEWS[camera][0] if seconds < v.until_s)
+
+
+def camera_frame(camera: str, frame_size: tuple[int, int], index: int, rate_hz: float):
+    """
+    Return (HWC uint8 RGB frame, its scene) of ``camera`` for frame ``index``.
+
+    A slow sway of a few pixels (the robot is never quite still) makes consecutive frames
+    differ; the target moves with it, so the scene's box is off by at most that much.
+    """
+    scene = view_scene(camera, view_at(camera, index / rate_hz), frame_size)
+    shift = round(_sway(frame_size) * math.sin(index / 15))
+    return np.roll(scene.image, shift, axis=1), scene
+
+
+def _sway(frame_size: tuple[int, int]) -> int:
+    """Return the sway's amplitude in pixels for a frame of ``frame_size`` (width, height)."""
+    return round(SWAY_PX * frame_size[0] / 640)
+
+
+def questions(frame_sizes: dict[str, tuple[int, int]], seconds: float) -> list[dict]:
+    """Return the script's questions: each view's, with its answer and target region."""
+    entries = []
+    for camera, (views, _) in CAMERA_VIEWS.items():
+        for view in views:
+            if view.ask_s >= seconds:
+                continue
+            scene = view_scene(camera, view, frame_sizes[camera])
+            entry = {'at': view.ask_s, 'id': view.question_id, 'camera': camera,
+                     'question': scene.question}  # fmt: skip
+            if view.method:
+                entry['method'] = view.method
+            box, sway = scene.box, _sway(frame_sizes[camera])
+            region = [max(0, box.x0 - sway), box.y0, min(frame_sizes[camera][0], box.x1 + sway),
+                      box.y1]  # fmt: skip
+            entry['expect'] = {'answer': scene.answer, 'region': region}
+            entries.append(entry)
+    return sorted(entries, key=lambda e: e['at'])
 
 
 def write_demo_bag(
@@ -89,12 +115,15 @@ def write_demo_bag(
     wrist_size: tuple[int, int] = (1280, 720),
     storage: str = 'mcap',
     bag_offset_s: float = 0.0,
+    expectations: bool = True,
 ) -> tuple[Path, Path]:
     """
     Write the bag to ``out_dir/bag`` and the question script to ``out_dir/questions.yaml``.
 
     ``bag_offset_s``: bag time minus header stamps (a recorder whose clock differs from the
-    cameras'); 0 records each message at its header stamp.
+    cameras'); 0 records each message at its header stamp. ``expectations``: each question
+    expects the true answer and a crop holding the target (False: only exactly one OK answer,
+    for models that cannot read, such as the random test models).
     """
     store = typestore()
     image_type = store.types['sensor_msgs/msg/Image']
@@ -112,7 +141,7 @@ def write_demo_bag(
         for index in range(int(seconds * rate_hz)):
             stamp_ns = START_NS + int(index * 1e9 / rate_hz)
             stamp = time_type(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-            rgb = head_frame(*head_size, index)
+            rgb, _ = camera_frame('head', head_size, index, rate_hz)
             message = image_type(
                 header=header_type(stamp=stamp, frame_id='head_camera_optical'),
                 height=rgb.shape[0], width=rgb.shape[1], encoding='rgb8', is_bigendian=0,
@@ -120,18 +149,20 @@ def write_demo_bag(
             )  # fmt: skip
             bag_ns = stamp_ns + int(bag_offset_s * 1e9)
             writer.write(head, bag_ns, store.serialize_cdr(message, image_type.__msgtype__))
-            jpeg = cv2.imencode('.jpg', cv2.cvtColor(wrist_frame(*wrist_size, index),
-                                                     cv2.COLOR_RGB2BGR))[1]  # fmt: skip
+            wrist_rgb, _ = camera_frame('wrist', wrist_size, index, rate_hz)
+            jpeg = cv2.imencode('.jpg', cv2.cvtColor(wrist_rgb, cv2.COLOR_RGB2BGR))[1]
             message = compressed_type(
                 header=header_type(stamp=stamp, frame_id='wrist_camera_optical'),
                 format='jpeg', data=jpeg.reshape(-1),
             )  # fmt: skip
             writer.write(wrist, bag_ns, store.serialize_cdr(message, compressed_type.__msgtype__))
-    questions = [q for q in QUESTIONS if q['at'] < seconds]
+    asked = questions({'head': head_size, 'wrist': wrist_size}, seconds)
+    if not expectations:
+        asked = [{k: v for k, v in entry.items() if k != 'expect'} for entry in asked]
     script = out_dir / 'questions.yaml'
     script.write_text(
         '# Questions for vicrop-replay: at = seconds after the first message of the bag.\n'
-        + yaml.safe_dump({'questions': questions}, sort_keys=False)
+        + yaml.safe_dump({'questions': asked}, sort_keys=False)
     )
     return bag_path, script
 

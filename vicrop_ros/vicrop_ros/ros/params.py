@@ -55,7 +55,8 @@ def _camera_specs(camera: str) -> list[Spec]:
 
 SPECS: tuple[Spec, ...] = (
     Spec('model', 'llava-hf/llava-1.5-7b-hf',
-         'Model id (local Hugging Face cache) or directory written by save_pretrained.',
+         'Model id (local Hugging Face cache), directory written by save_pretrained, or '
+         'vicrop-demo (the demo model this package ships).',
          read_only=True),
     Spec('method', 'rel_att', 'Default ViCrop method for questions that name none.',
          choices=METHODS),

@@ -8,6 +8,7 @@ The tokenizer vocabulary is learnt from a small built-in corpus of robot questio
 tokenize into a few dozen tokens as with a real tokenizer, with no download.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -87,8 +88,8 @@ _CORPUS = (
 )
 
 
-def train_bpe(special_tokens: list[str]) -> Tokenizer:
-    """Train a byte-level BPE on the built-in corpus; the special tokens get ids 0, 1, ..."""
+def train_bpe(special_tokens: list[str], corpus: Sequence[str] = _CORPUS) -> Tokenizer:
+    """Train a byte-level BPE on ``corpus`` (default: the built-in one); specials get ids 0, 1.."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -98,7 +99,7 @@ def train_bpe(special_tokens: list[str]) -> Tokenizer:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_CORPUS, trainer)
+    tokenizer.train_from_iterator(corpus, trainer)
     return tokenizer
 
 
@@ -116,9 +117,11 @@ def with_prefix(tokenizer: Tokenizer, prefix: str | None, suffix: str | None = N
     return tokenizer
 
 
-def llama_tokenizer(extra: list[str], **kwargs) -> PreTrainedTokenizerFast:
+def llama_tokenizer(
+    extra: list[str], corpus: Sequence[str] = _CORPUS, **kwargs
+) -> PreTrainedTokenizerFast:
     """Return a Llama/Vicuna-like tokenizer: <unk>, <s> (prepended), </s>, <pad>, ``extra``."""
-    tokenizer = with_prefix(train_bpe(['<unk>', '<s>', '</s>', '<pad>', *extra]), '<s>')
+    tokenizer = with_prefix(train_bpe(['<unk>', '<s>', '</s>', '<pad>', *extra], corpus), '<s>')
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         unk_token='<unk>',

@@ -1,5 +1,7 @@
 """LLaVA-1.5 (``llava-hf/llava-1.5-7b-hf``): CLIP ViT/14 at 336 px, a projector, a Llama."""
 
+from collections.abc import Sequence
+
 from transformers import (
     CLIPVisionConfig,
     LlavaConfig,
@@ -72,9 +74,24 @@ IMAGE_TOKENS_640x480 = {'mid': 576, '7b': 576}
 
 def build(size: str = 'tiny'):
     """Return (model class, config, processor) of a random LLaVA-1.5 of ``SIZES[size]``."""
-    shape = SIZES[size]
+    return build_shape(SIZES[size])
+
+
+def build_shape(
+    shape: VisionTextSize,
+    image_size: int = IMAGE_SIZE,
+    patch_size: int = PATCH_SIZE,
+    corpus: Sequence[str] | None = None,
+):
+    """
+    Return (model class, config, processor) of a random LLaVA-1.5 of ``shape``.
+
+    ``image_size``, ``patch_size``: the CLIP input side and patch side, pixels. ``corpus``: the
+    texts the tokenizer's BPE learns from (default: the shared robot-question corpus).
+    """
     tokenizer = llama_tokenizer(
         ['<image>'],
+        **({} if corpus is None else {'corpus': corpus}),
         extra_special_tokens={'image_token': '<image>'},
         chat_template=CHAT_TEMPLATE,
     )
@@ -83,11 +100,11 @@ def build(size: str = 'tiny'):
         intermediate_size=shape.vision.intermediate,
         num_hidden_layers=shape.vision.layers,
         num_attention_heads=shape.vision.heads,
-        image_size=IMAGE_SIZE,
-        patch_size=PATCH_SIZE,
+        image_size=image_size,
+        patch_size=patch_size,
         projection_dim=shape.vision.hidden,
     )
-    patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    patches = (image_size // patch_size) ** 2
     config = LlavaConfig(
         vision_config=vision,
         text_config=llama_text_config(tokenizer, shape.text, shape.vocab_size),
@@ -98,8 +115,8 @@ def build(size: str = 'tiny'):
         pad_token_id=tokenizer.pad_token_id,
     )
     image_processor = CLIPImageProcessorPil(
-        size={'shortest_edge': IMAGE_SIZE},
-        crop_size={'height': IMAGE_SIZE, 'width': IMAGE_SIZE},
+        size={'shortest_edge': image_size},
+        crop_size={'height': image_size, 'width': image_size},
         do_center_crop=True,
         image_mean=OPENAI_CLIP_MEAN,
         image_std=OPENAI_CLIP_STD,
@@ -107,7 +124,7 @@ def build(size: str = 'tiny'):
     processor = LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=PATCH_SIZE,
+        patch_size=patch_size,
         vision_feature_select_strategy='default',
         num_additional_image_tokens=1,
         chat_template=CHAT_TEMPLATE,
