@@ -106,10 +106,9 @@ def training_example(
     target, 1.1 to 1.6 times its size at first, to 3 times at the end) with probability
     max(CLOSE_UP_SHARE, 1 - progress), so the model learns to read before it must find (a
     looser close-up from the start does not get it reading); else of a kind drawn by
-    EXAMPLE_MIX: the
-    frame alone; the frame and a square crop of side 1 to 2 times DEMO_INPUT_SIZE frame pixels
-    (as ViCrop's box search makes them) that holds the whole target, or lies anywhere; the
-    generic question about the frame.
+    EXAMPLE_MIX: the frame alone; the frame and a square crop of side 1 to 2 times
+    DEMO_INPUT_SIZE frame pixels (as ViCrop's box search makes them) that holds the whole
+    target, or lies anywhere; the generic question about the frame.
     """
     progress = min(max(progress, 0.0), 1.0)
     kind = list(TargetKind)[int(rng.integers(len(TargetKind)))]
