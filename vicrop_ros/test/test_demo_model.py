@@ -119,6 +119,9 @@ def test_the_shipped_demo_model_loads_by_name():
     assert (DEMO_MODEL_DIR / 'model.safetensors').stat().st_size < 20_000_000
     model = load_model(DEMO_MODEL_NAME, device='cpu')
     assert model.input_size == demo_model.DEMO_INPUT_SIZE
+    # The trainer still builds the shipped tokenizer (its corpus is derived, not copied).
+    _, processor = demo_model.build_demo_model(0)
+    assert processor.tokenizer.get_vocab() == model.processor.tokenizer.get_vocab()
     assert json.loads((DEMO_MODEL_DIR / 'training.json').read_text())['settings'] == (
         asdict(demo_model.TrainSettings())
     )

@@ -27,11 +27,12 @@ from transformers import GenerationConfig
 from transformers.utils import logging as transformers_logging
 
 from ..core.config import VicropConfig
+from ..models.base import HfVisionLanguageModel
 from ..models.loader import load_model
 from ..testing.hub_layout import write_hub_layout
 from ..testing.recipes import llava as llava_recipe
 from ..testing.text import Tower, VisionTextSize
-from .demo_reading import pretrain_vision
+from .demo_reading import LossLog, pretrain_vision
 from .scenes import ANSWERS, FRAME_SIZES, QUESTIONS, TargetKind, random_window, render_scene
 
 DEMO_INPUT_SIZE = 160  # the CLIP input side, pixels
@@ -68,13 +69,13 @@ class TrainSettings:
 
 def demo_corpus() -> list[str]:
     """Return the texts the demo tokenizer learns from: every prompt and answer it will see."""
-    template = VicropConfig().question_template or '{question}'
+    template = HfVisionLanguageModel.question_template  # LLaVA's short-answer format
     questions = list(QUESTIONS.values()) + [VicropConfig().generic_question]
-    texts = [f'USER: <image>\n{question}\nAnswer the question using a single word or phrase. '
-             f'ASSISTANT: {answer}' for question in questions
+    texts = [f'USER: <image>\n{template.format(question=question)} ASSISTANT: {answer}'
+             for question in questions
              for answer in (*ANSWERS[TargetKind.CARD], GENERIC_ANSWER)]  # fmt: skip
     texts += [f' {a}' for kind in TargetKind for a in ANSWERS[kind]]
-    return texts + [template, GENERIC_ANSWER]
+    return texts + ['{question}', GENERIC_ANSWER]
 
 
 def build_demo_model(seed: int):
@@ -190,13 +191,14 @@ def train_demo_model(
     )
     # The tower that now reads moves slowly, so the random decoder's first gradients don't undo it.
     tower = list(adapter.model.model.vision_tower.parameters())
-    rest = [p for p in adapter.model.parameters() if all(p is not t for t in tower)]
+    in_tower = {id(p) for p in tower}
+    rest = [p for p in adapter.model.parameters() if id(p) not in in_tower]
     optimizer = torch.optim.AdamW(
         [{'params': tower, 'scale': VISION_LR_SCALE}, {'params': rest, 'scale': 1.0}],
         lr=settings.learning_rate,
         weight_decay=0.01,
     )
-    losses, window = [], []
+    losses = LossLog(settings.steps, 'step', log, start)
     for step in range(settings.steps):
         for group in optimizer.param_groups:
             group['lr'] = settings.learning_rate * group['scale'] * _schedule(step, settings)
@@ -209,14 +211,7 @@ def train_demo_model(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adapter.model.parameters(), 1.0)
         optimizer.step()
-        window.append(loss.item())
-        if (step + 1) % 50 == 0 or step + 1 == settings.steps:
-            losses.append({'step': step + 1, 'loss': round(sum(window) / len(window), 4)})
-            window = []
-            elapsed = time.perf_counter() - start
-            log(
-                f'step {step + 1}/{settings.steps}: loss {losses[-1]["loss"]:.3f}, {elapsed:.0f} s'
-            )
+        losses.add(step, loss.item())
         if settings.save_every and (step + 1) % settings.save_every == 0:
             adapter.model.save_pretrained(out_dir)  # loadable (float32) while training goes on
     adapter.model.eval()
@@ -227,7 +222,7 @@ def train_demo_model(
         'wall_time_s': round(time.perf_counter() - start, 1),
         'torch': torch.__version__,
         'vision_loss': vision_losses,
-        'loss': losses,
+        'loss': losses.means,
     }
     (out_dir / 'training.json').write_text(json.dumps(record, indent=1) + '\n')
     return out_dir

@@ -24,6 +24,30 @@ ANSWER_CLASSES = tuple(answer for kind in TargetKind for answer in ANSWERS[kind]
 READING_SIZES_PX = (16, 150)  # targets' longest side, frame pixels (log-uniform)
 
 
+class LossLog:
+    """A training stage's loss: the mean of every 50 steps kept and logged with the time."""
+
+    every = 50
+
+    def __init__(self, steps: int, name: str, log: Callable[[str], None], start: float):
+        """Log as ``name`` for a stage of ``steps`` steps; ``start``: perf_counter at its start."""
+        self.steps, self.name, self.log, self.start = steps, name, log, start
+        self.means: list[dict] = []  # {'step': n, 'loss': mean of the steps since the last}
+        self._window: list[float] = []
+
+    def add(self, step: int, loss: float) -> None:
+        """Take step ``step``'s (0-based) loss; keep and log the mean every 50 and at the end."""
+        self._window.append(loss)
+        if (step + 1) % self.every and step + 1 != self.steps:
+            return
+        self.means.append(
+            {'step': step + 1, 'loss': round(sum(self._window) / len(self._window), 4)}
+        )
+        self._window = []
+        self.log(f'{self.name} {step + 1}/{self.steps}: loss {self.means[-1]["loss"]:.3f}, '
+                 f'{time.perf_counter() - self.start:.0f} s')  # fmt: skip
+
+
 def reading_example(rng: np.random.Generator, input_size: int) -> tuple[np.ndarray, int]:
     """
     Return (image, class index) of one reading example: a square crop holding a target.
@@ -64,7 +88,7 @@ def pretrain_vision(
     parameters = list(tower.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
     image_processor = adapter.processor.image_processor
-    losses, window, start = [], [], time.perf_counter()
+    losses = LossLog(steps, 'vision step', log, time.perf_counter())
     for step in range(steps):
         for group in optimizer.param_groups:
             group['lr'] = learning_rate * min(1.0, (step + 1) / 50)
@@ -79,10 +103,5 @@ def pretrain_vision(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
-        window.append(loss.item())
-        if (step + 1) % 50 == 0 or step + 1 == steps:
-            losses.append({'step': step + 1, 'loss': round(sum(window) / len(window), 4)})
-            window = []
-            log(f'vision step {step + 1}/{steps}: loss {losses[-1]["loss"]:.3f}, '
-                f'{time.perf_counter() - start:.0f} s')  # fmt: skip
-    return losses
+        losses.add(step, loss.item())
+    return losses.means
