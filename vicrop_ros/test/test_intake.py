@@ -7,6 +7,7 @@ import pytest
 
 from vicrop_interfaces.msg import Answer, Question
 from vicrop_interfaces.srv import Ask
+from vicrop_ros.ros.jobs import Job, JobQueue
 from vicrop_ros.ros.params import Settings
 
 
@@ -144,6 +145,49 @@ def test_over_max_pending_is_busy_and_says_which_limit():
     assert [job.done for job in jobs] == [False, False, True, True]
     assert {a.status for a in bench.published} == {Answer.BUSY}
     assert '2 questions are already waiting (max_pending)' in bench.published[0].error
+
+
+def queued_job(job_id: str, camera: str) -> Job:
+    return Job(id=job_id, question='q?', camera=camera, method='', stamp_ns=0, timeout_s=30.0)
+
+
+def test_the_queue_serves_the_cameras_in_turn_oldest_first_within_each():
+    queue = JobQueue(capacity=20)
+    # A chatty robot asks six questions about r1_head before r2 asks two and r3 one.
+    names = [('a1', 'r1_head'), ('a2', 'r1_head'), ('a3', 'r1_head'), ('b1', 'r2_head'),
+             ('a4', 'r1_head'), ('c1', 'r3_wrist'), ('b2', 'r2_head'), ('a5', 'r1_head'),
+             ('a6', 'r1_head')]  # fmt: skip
+    for job_id, camera in names:
+        assert queue.offer(queued_job(job_id, camera)) == ''
+    served = [queue.take(0.0).id for _ in names]
+    assert served == ['a1', 'b1', 'c1', 'a2', 'b2', 'a3', 'a4', 'a5', 'a6']
+    assert queue.take(0.0) is None and len(queue) == 0
+
+
+def test_a_full_camera_lane_is_busy_and_says_so_while_other_cameras_still_queue():
+    queue = JobQueue(capacity=5, lane_capacity=2)
+    assert [queue.offer(queued_job(f'h{i}', 'head')) for i in range(2)] == ['', '']
+    refused = queue.offer(queued_job('h2', 'head'))
+    assert (
+        '2 questions about the head camera are already waiting (max_pending_per_camera)' in refused
+    )
+    assert [queue.offer(queued_job(f'w{i}', 'wrist')) for i in range(2)] == ['', '']
+    assert queue.offer(queued_job('s0', 'side')) == ''
+    assert '5 questions are already waiting (max_pending)' in queue.offer(queued_job('x', 'top'))
+    head = queued_job('late', 'head')
+    assert queue.remove(queue.take(0.0)) is False  # taken: no longer waiting
+    assert queue.offer(head) == ''
+    assert queue.remove(head) is True and len(queue) == 4
+    assert [job.id for job in queue.drain()] == ['h1', 'w0', 'w1', 's0']  # oldest first
+
+
+def test_a_question_over_its_camera_limit_is_busy_naming_the_limit():
+    bench = Bench(settings=Settings.defaults(max_pending=10, max_pending_per_camera=1))
+    bench.add_frame('head', rgb_image(np.zeros((4, 6, 3), np.uint8)), 999.9)
+    jobs = [ask(bench, job_id=f'p{i}', camera='head') for i in range(2)]
+    assert [job.done for job in jobs] == [False, True]
+    (answer,) = bench.published
+    assert answer.status == Answer.BUSY and 'max_pending_per_camera' in answer.error
 
 
 def test_timeouts_while_queued_and_while_worked_answer_once(bench):

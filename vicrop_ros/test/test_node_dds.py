@@ -3,8 +3,9 @@ What only DDS shows, with the node in this process and a gated fake engine.
 
 Remaps and namespaces reaching the camera subscriptions, reliability ``auto`` following the
 publishers, lost frames in ``/diagnostics``, 100 waiting service calls, cancel of a running goal,
-NOT_READY while the model loads. The engine is :class:`intake_fakes.GatedEngine` (the model is
-not the point here); every wait is on a condition.
+NOT_READY while the model loads, a node with three named cameras. The engine is
+:class:`intake_fakes.GatedEngine` (the model is not the point here); every wait is on a
+condition.
 """
 
 from contextlib import contextmanager
@@ -364,3 +365,59 @@ def test_one_drain_takes_every_frame_waiting_in_dds(ros_context):
         assert camera.wait_for_all_acked(Duration(seconds=60))  # all in the node's DDS history
         node.camera_node.drain()
         assert buffer.received == count
+
+
+def test_a_node_with_three_named_cameras_answers_on_each(ros_context):
+    """The ``cameras`` parameter: three cameras of any names, each with its own topic."""
+    names = ('left', 'right', 'top')
+    topics = {name: f'/three/{name}/image' for name in names}
+    with serving(
+        ros_context, 'vicrop_three', cameras=list(names), default_camera='top',
+        **{f'{name}__topic': topic for name, topic in topics.items()},
+    ) as node, client_of(ros_context, 'vicrop_three') as client:  # fmt: skip
+        client.wait_until_ready()
+        publishers = {
+            name: client.node.create_publisher(
+                Image, topic, QoSProfile(depth=5, reliability=RELIABLE)
+            )
+            for name, topic in topics.items()
+        }
+        for publisher in publishers.values():
+            wait_until(
+                lambda p=publisher: p.get_subscription_count() == 1, what='the camera match'
+            )
+        answers = {}
+        for name, publisher in publishers.items():
+            frame = small_image(f'{name}_optical')
+            frame.header.stamp = client.now()
+            publisher.publish(frame)
+            request = Ask.Request(id=f'on-{name}', question='q?', camera=name,
+                                  stamp=frame.header.stamp, method='none')  # fmt: skip
+            answers[name] = client.call_ask(request)
+        default = client.call_ask(Ask.Request(question='q?', method='none'))
+        unknown = client.call_ask(Ask.Request(question='q?', camera='head', method='none'))
+        subscribed = subscriptions_of(node.camera_node.node, 'vicrop_three_cameras')
+    for name in names:
+        assert answers[name].status == Answer.OK, answers[name].error
+        assert answers[name].camera == name
+        assert answers[name].header.frame_id == f'{name}_optical'
+    assert default.status == Answer.OK and default.camera == 'top'
+    assert unknown.status == Answer.BAD_REQUEST
+    assert "unknown camera 'head'; use left, right, top" in unknown.error
+    assert set(subscribed) >= set(topics.values())
+
+
+def test_a_bad_cameras_list_stops_the_node_at_start_with_the_reason(ros_context):
+    from vicrop_ros.ros.params import SettingsError
+
+    with pytest.raises(SettingsError, match="camera name 'image' is reserved"):
+        VicropNode(
+            make_engine=lambda settings: GatedEngine(), context=ros_context,
+            parameter_overrides=[Parameter('cameras', value=['head', 'image'])],
+        )  # fmt: skip
+    with pytest.raises(SettingsError, match=r'default_camera must be one of the cameras \(left\)'):
+        VicropNode(
+            make_engine=lambda settings: GatedEngine(), context=ros_context,
+            parameter_overrides=[Parameter('cameras', value=['left']),
+                                 Parameter('default_camera', value='head')],
+        )  # fmt: skip

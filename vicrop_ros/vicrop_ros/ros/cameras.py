@@ -57,7 +57,7 @@ CLOCK_QOS = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)  # as
 class CameraConfig:
     """How to subscribe one camera (from the ``<name>.*`` parameters)."""
 
-    name: str  # 'head', 'wrist'
+    name: str  # as in the cameras parameter: 'head', 'wrist', ...
     topic: str  # as configured; relative names resolve in the node's namespace
     transport: str  # a key of TRANSPORTS
     reliability: str  # 'auto', 'reliable' or 'best_effort'

@@ -1,6 +1,6 @@
 """A question on its way to exactly one Answer, and the bounded queue in front of the model."""
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import threading
@@ -32,7 +32,7 @@ class Job:
 
     id: str
     question: str
-    camera: str  # as asked: 'head', 'wrist' or '' (node default); 'image' when image is given
+    camera: str  # as asked: a camera's name or '' (node default); 'image' when image is given
     method: str  # as asked: '' = node default
     stamp_ns: int  # the frame at this time; 0 = newest
     timeout_s: float  # seconds from arrival to TIMEOUT
@@ -110,58 +110,98 @@ class Job:
 
 class JobQueue:
     """
-    Questions waiting for the one inference worker, at most ``capacity`` of them.
+    Questions waiting for the one inference worker, served fairly across cameras.
 
-    Jobs leave either by ``take`` (the worker) or by ``remove`` (cancel, timeout while queued).
+    Each source (a camera, or ``image`` for images sent with requests) has a lane; ``take``
+    serves the lanes round-robin, oldest first within a lane, so a chatty robot's questions
+    about its own cameras cannot starve another robot's. At most ``capacity`` jobs wait in all
+    and ``lane_capacity`` in one lane. Jobs leave either by ``take`` (the worker) or by
+    ``remove`` (cancel, timeout while queued).
     """
 
-    def __init__(self, capacity: int, monotonic: Callable[[], float] = time.monotonic):
-        """Allow at most ``capacity`` waiting jobs; ``monotonic`` stamps ``Job.started``."""
+    def __init__(
+        self,
+        capacity: int,
+        monotonic: Callable[[], float] = time.monotonic,
+        lane_capacity: int | None = None,
+    ):
+        """
+        Allow ``capacity`` waiting jobs, ``lane_capacity`` (None: ``capacity``) per source.
+
+        ``monotonic`` stamps ``Job.started``.
+        """
         self.capacity = capacity
+        self.lane_capacity = capacity if lane_capacity is None else lane_capacity
         self._monotonic = monotonic
-        self._jobs: deque[Job] = deque()
+        self._lanes: OrderedDict[str, deque[Job]] = OrderedDict()  # next served first
+        self._count = 0
         self._cv = threading.Condition()
         self._closed = False
 
     def __len__(self) -> int:
         """Return the number of waiting jobs."""
         with self._cv:
-            return len(self._jobs)
+            return self._count
 
-    def offer(self, job: Job) -> bool:
-        """Queue ``job`` unless the queue is full or closed; return whether it was queued."""
+    def offer(self, job: Job) -> str:
+        """Queue ``job``; return '' when queued, else why not (a full queue or lane; closed)."""
         with self._cv:
-            if self._closed or len(self._jobs) >= self.capacity:
-                return False
-            self._jobs.append(job)
+            if self._closed:
+                return 'the node is shutting down'
+            if self._count >= self.capacity:
+                return f'{self.capacity} questions are already waiting (max_pending); retry'
+            lane = self._lanes.get(job.source)
+            if lane is not None and len(lane) >= self.lane_capacity:
+                return (f'{self.lane_capacity} questions about the {job.source} camera are '
+                        'already waiting (max_pending_per_camera); retry')  # fmt: skip
+            if lane is None:
+                lane = self._lanes[job.source] = deque()
+            lane.append(job)
+            self._count += 1
             self._cv.notify()
-            return True
+            return ''
 
     def take(self, timeout_s: float) -> Job | None:
-        """Return the oldest job, waiting up to ``timeout_s``; None on timeout or when closed."""
+        """
+        Return the next job, waiting up to ``timeout_s``; None on timeout or when closed.
+
+        The next job is the oldest of the lane whose turn it is; that lane then goes last.
+        """
         with self._cv:
-            if not self._cv.wait_for(lambda: self._jobs or self._closed, timeout_s):
+            if not self._cv.wait_for(lambda: self._count or self._closed, timeout_s):
                 return None
             if self._closed:
                 return None
-            job = self._jobs.popleft()
+            source, lane = next(iter(self._lanes.items()))
+            job = lane.popleft()
+            self._count -= 1
+            if lane:
+                self._lanes.move_to_end(source)
+            else:
+                del self._lanes[source]
             job.started = self._monotonic()
             return job
 
     def remove(self, job: Job) -> bool:
         """Take ``job`` out if it is still waiting; return whether it was."""
         with self._cv:
+            lane = self._lanes.get(job.source)
             try:
-                self._jobs.remove(job)
-            except ValueError:
+                lane.remove(job)
+            except (AttributeError, ValueError):  # no such lane, or not in it
                 return False
+            self._count -= 1
+            if not lane:
+                del self._lanes[job.source]
             return True
 
     def drain(self) -> list[Job]:
-        """Remove and return every waiting job."""
+        """Remove and return every waiting job, oldest first."""
         with self._cv:
-            jobs = list(self._jobs)
-            self._jobs.clear()
+            jobs = sorted((job for lane in self._lanes.values() for job in lane),
+                          key=lambda job: job.arrival)  # fmt: skip
+            self._lanes.clear()
+            self._count = 0
             return jobs
 
     def close(self) -> None:

@@ -24,6 +24,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallb
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.lifecycle import State, TransitionCallbackReturn
+from rclpy.logging import get_logger
 from rclpy.signals import SignalHandlerOptions
 from rclpy.task import Future
 from sensor_msgs.msg import Image
@@ -35,7 +36,7 @@ from vicrop_interfaces.srv import Ask
 from . import diagnostics, qos
 from .cameras import CameraConfig, CameraNode, Cameras
 from .jobs import STATUS_NAMES, Job
-from .params import CAMERAS, Settings, declare_parameters
+from .params import CameraSettings, Settings, SettingsError, declare_parameters
 from .requests import Intake
 from .worker import Worker
 
@@ -176,7 +177,9 @@ class VicropNode(LifecycleNode):
         except Exception as error:  # noqa: BLE001 (any load failure leaves the node unconfigured)
             return self._configure_failed(f'cannot load model {settings.model!r}: {error}')
         try:
-            self._camera_node = CameraNode(self, [self._camera_config(name) for name in CAMERAS])
+            self._camera_node = CameraNode(
+                self, [self._camera_config(c) for c in settings.cameras]
+            )
         except Exception as error:  # noqa: BLE001 (e.g. a topic of another type in this process)
             return self._configure_failed(f'cannot subscribe the cameras: {error}')
         self._load_error = ''
@@ -193,10 +196,12 @@ class VicropNode(LifecycleNode):
         self.get_logger().error(reason)
         return TransitionCallbackReturn.FAILURE
 
-    def _camera_config(self, name: str) -> CameraConfig:
-        """Return how camera ``name`` is subscribed, from its parameters."""
-        topic, transport, reliability = self.settings.camera(name)
-        return CameraConfig(name, topic, transport, reliability, self.settings.buffer_length)
+    def _camera_config(self, camera: CameraSettings) -> CameraConfig:
+        """Return how ``camera`` is subscribed, from its parameters."""
+        return CameraConfig(
+            camera.name, camera.topic, camera.transport, camera.reliability,
+            self.settings.buffer_length,
+        )  # fmt: skip
 
     @property
     def camera_node(self) -> CameraNode | None:
@@ -348,6 +353,9 @@ class VicropNode(LifecycleNode):
         """Take accepted parameter changes into effect."""
         self.settings = Settings.from_node(self)
         self.intake.queue.capacity = self.settings.max_pending
+        self.intake.queue.lane_capacity = (
+            self.settings.max_pending_per_camera or self.settings.max_pending
+        )
 
 
 def load_engine(settings: Settings):
@@ -401,6 +409,9 @@ def main(args=None) -> None:
         if node.settings.autostart:
             executor.create_task(node.autostart)
         spin_until_finished(node, executor)
+    except SettingsError as error:  # a parameter the node cannot start with
+        get_logger('vicrop').fatal(f'cannot start: {error}')
+        raise SystemExit(2) from None
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -4,9 +4,14 @@ The node's parameters: one table with defaults, descriptions, ranges and allowed
 ``declare_parameters`` declares them all with ``ParameterDescriptor``s (read-only where a change
 needs a reload or a resubscription) and installs a validating on-set callback, so a bad value,
 from a params file at start-up or ``ros2 param set`` at run time, is refused with a reason.
+
+The cameras are named by the ``cameras`` parameter (default ``[head, wrist]``); each name has
+its own ``<name>.topic``, ``<name>.transport`` and ``<name>.reliability``, declared once the
+names are known. So one node serves a robot with four cameras, or four robots with two each.
 """
 
 from dataclasses import dataclass, fields
+import re
 
 from rcl_interfaces.msg import (
     FloatingPointRange,
@@ -14,13 +19,24 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     SetParametersResult,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
 from ..core.config import Method
 from .qos import RELIABILITY_CHOICES
 
-CAMERAS = ('head', 'wrist')
+DEFAULT_CAMERAS = ('head', 'wrist')
+# A camera name: a parameter-name segment and a topic-name token (it starts <name>.topic).
+CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
+# Words a request's camera field uses for something else: an image sent with the request, the
+# node's own choice of camera.
+RESERVED_CAMERA_NAMES = ('image', 'auto')
+MAX_CAMERAS = 64
 METHODS = tuple(method.value for method in Method)
+
+
+class SettingsError(ValueError):
+    """A parameter value the node cannot start with (e.g. a bad ``cameras`` list)."""
 
 
 @dataclass(frozen=True)
@@ -36,8 +52,8 @@ class Spec:
     maximum: float | None = None
 
 
-def _camera_specs(camera: str) -> list[Spec]:
-    """Return the three parameters of one camera."""
+def camera_specs(camera: str) -> list[Spec]:
+    """Return the three parameters of camera ``camera``: ``<camera>.topic`` and so on."""
     return [
         Spec(f'{camera}.topic', f'{camera}_camera/image_raw',
              f'Image topic of the {camera} camera (relative names resolve in the node '
@@ -53,7 +69,7 @@ def _camera_specs(camera: str) -> list[Spec]:
     ]  # fmt: skip
 
 
-SPECS: tuple[Spec, ...] = (
+NODE_SPECS: tuple[Spec, ...] = (  # every parameter but the cameras and theirs
     Spec('model', 'llava-hf/llava-1.5-7b-hf',
          'Model id (local Hugging Face cache), directory written by save_pretrained, or '
          'vicrop-demo (the demo model this package ships).',
@@ -69,9 +85,8 @@ SPECS: tuple[Spec, ...] = (
          minimum=-1, maximum=1024),
     Spec('max_new_tokens', 16, 'Upper bound on the answer length in tokens.',
          minimum=1, maximum=1024),
-    Spec('default_camera', 'head', 'Camera for questions that name none.', choices=CAMERAS),
-    *_camera_specs('head'),
-    *_camera_specs('wrist'),
+    Spec('default_camera', DEFAULT_CAMERAS[0],
+         'Camera for questions that name none: one of the cameras (default: the first).'),
     Spec('buffer_length', 30, 'Frames kept per camera (ring buffer of undecoded messages).',
          read_only=True, minimum=1, maximum=1000),
     Spec('max_image_age', 1.0,
@@ -83,6 +98,10 @@ SPECS: tuple[Spec, ...] = (
          maximum=60.0),
     Spec('max_pending', 4, 'Questions that may wait for the model; more are answered BUSY.',
          minimum=1, maximum=1000),
+    Spec('max_pending_per_camera', 0,
+         'Questions about one camera (or about images sent with requests) that may wait; more '
+         'are answered BUSY. The queue serves the cameras in turn. 0 = max_pending.',
+         minimum=0, maximum=1000),
     Spec('timeout', 30.0, 'Seconds a question may take before it is answered TIMEOUT.',
          minimum=0.1, maximum=3600.0),
     Spec('max_image_pixels', 33_177_600,
@@ -118,12 +137,69 @@ SPECS: tuple[Spec, ...] = (
          'Configure (load the model) and activate at start-up, as a plain node would.',
          read_only=True),
 )  # fmt: skip
+CAMERAS_SPEC = Spec(
+    'cameras', list(DEFAULT_CAMERAS),
+    'Names of the cameras; each has <name>.topic, <name>.transport and <name>.reliability. '
+    'A name is a letter then letters, digits or underscores; not image or auto.',
+    read_only=True,
+)  # fmt: skip
+
+
+def specs_for(cameras) -> tuple[Spec, ...]:
+    """Return every parameter of a node with the cameras ``cameras`` (names)."""
+    return (CAMERAS_SPEC, *NODE_SPECS, *(spec for name in cameras for spec in camera_specs(name)))
+
+
+SPECS = specs_for(DEFAULT_CAMERAS)  # the parameters of a node with the default cameras
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+_CAMERA_KEYS = tuple(spec.name.partition('.')[2] for spec in camera_specs('x'))
+
+
+def spec_named(name: str) -> Spec | None:
+    """Return the spec of parameter ``name`` (any camera's too), or None if there is none."""
+    camera, _, key = name.partition('.')
+    if key in _CAMERA_KEYS and CAMERA_NAME.fullmatch(camera):
+        return next(spec for spec in camera_specs(camera) if spec.name == name)
+    return SPEC_BY_NAME.get(name)
+
+
+def cameras_problem(names) -> str | None:
+    """Return why ``names`` cannot be the ``cameras`` list, or None when they can."""
+    if not names:  # an empty list on the command line (cameras:=[]) has no type: None
+        return 'cameras must name at least one camera'
+    names = list(names)
+    if len(names) > MAX_CAMERAS:
+        return f'cameras names {len(names)} cameras; at most {MAX_CAMERAS}'
+    for name in names:
+        if not isinstance(name, str) or not CAMERA_NAME.fullmatch(name):
+            return (f'camera name {name!r} is not a letter followed by letters, digits or '
+                    'underscores')  # fmt: skip
+        if name in RESERVED_CAMERA_NAMES:
+            return f'camera name {name!r} is reserved (a request uses it for something else)'
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return f'cameras lists {", ".join(repeated)} more than once'
+    return None
+
+
+@dataclass(frozen=True)
+class CameraSettings:
+    """One camera's parameters (``<name>.topic``, ``<name>.transport``, ``<name>.reliability``)."""
+
+    name: str
+    topic: str
+    transport: str
+    reliability: str
+
+    @classmethod
+    def defaults(cls, name: str) -> 'CameraSettings':
+        """Return camera ``name`` with its default parameters."""
+        return cls(name, *(spec.default for spec in camera_specs(name)))
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The parameter values, read at once (attribute names: dots become underscores)."""
+    """The parameter values, read at once (the cameras' as CameraSettings, in listed order)."""
 
     model: str
     method: str
@@ -132,16 +208,11 @@ class Settings:
     attention_layer: int
     max_new_tokens: int
     default_camera: str
-    head_topic: str
-    head_transport: str
-    head_reliability: str
-    wrist_topic: str
-    wrist_transport: str
-    wrist_reliability: str
     buffer_length: int
     max_image_age: float
     frame_wait: float
     max_pending: int
+    max_pending_per_camera: int
     timeout: float
     max_image_pixels: int
     max_question_length: int
@@ -153,38 +224,60 @@ class Settings:
     tile_threshold: int
     reuse_frames: int
     autostart: bool
+    cameras: tuple[CameraSettings, ...] = ()  # in listed order
 
     @classmethod
     def from_node(cls, node: Node) -> 'Settings':
         """Read every parameter of ``node``."""
-        return cls(
-            **{f.name: node.get_parameter(_parameter_name(f.name)).value for f in fields(cls)}
-        )
+        names = node.get_parameter(CAMERAS_SPEC.name).value
+        cameras = tuple(
+            CameraSettings(name, *(node.get_parameter(spec.name).value
+                                   for spec in camera_specs(name)))
+            for name in names
+        )  # fmt: skip
+        values = {f.name: node.get_parameter(f.name).value for f in fields(cls)
+                  if f.name != 'cameras'}  # fmt: skip
+        return cls(**values, cameras=cameras)
 
     @classmethod
     def defaults(cls, **changes) -> 'Settings':
-        """Return the default of every parameter, with ``changes`` (field names) applied."""
-        values = {f.name: SPEC_BY_NAME[_parameter_name(f.name)].default for f in fields(cls)}
-        return cls(**(values | changes))
+        """
+        Return the default of every parameter, with ``changes`` (field names) applied.
 
-    def camera(self, name: str) -> tuple[str, str, str]:
-        """Return (topic, transport, reliability) of camera ``name``."""
-        return (
-            getattr(self, f'{name}_topic'),
-            getattr(self, f'{name}_transport'),
-            getattr(self, f'{name}_reliability'),
-        )
+        ``cameras`` may be given as names, each with its default parameters; the default camera
+        is the first, as on a node.
+        """
+        cameras = changes.pop('cameras', DEFAULT_CAMERAS)
+        cameras = tuple(c if isinstance(c, CameraSettings) else CameraSettings.defaults(c)
+                        for c in cameras)  # fmt: skip
+        values = {spec.name: spec.default for spec in NODE_SPECS}
+        values['default_camera'] = cameras[0].name
+        return cls(**(values | changes), cameras=cameras)
+
+    @property
+    def camera_names(self) -> tuple[str, ...]:
+        """Return the cameras' names, in listed order."""
+        return tuple(camera.name for camera in self.cameras)
+
+    def camera(self, name: str) -> CameraSettings:
+        """Return camera ``name``'s parameters; KeyError if there is no such camera."""
+        for camera in self.cameras:
+            if camera.name == name:
+                return camera
+        raise KeyError(f'no camera {name!r}')
 
 
-def _parameter_name(field_name: str) -> str:
-    """Return the parameter behind a Settings field ('head_topic' -> 'head.topic')."""
-    camera, _, key = field_name.partition('_')
-    return f'{camera}.{key}' if camera in CAMERAS else field_name
+def check_value(name: str, value, cameras=DEFAULT_CAMERAS) -> str | None:
+    """
+    Return why ``value`` is not allowed for parameter ``name``, or None when it is.
 
-
-def check_value(name: str, value) -> str | None:
-    """Return why ``value`` is not allowed for parameter ``name``, or None when it is."""
-    spec = SPEC_BY_NAME.get(name)
+    ``cameras``: the node's camera names (``default_camera`` must be one of them).
+    """
+    if name == CAMERAS_SPEC.name:
+        return cameras_problem(value)
+    if name == 'default_camera' and value not in cameras:
+        return f'default_camera must be one of the cameras ({", ".join(cameras)}); got {value!r}'
+    spec = spec_named(name)
     if spec is None:
         return None
     if spec.choices and value not in spec.choices:
@@ -216,17 +309,36 @@ def _descriptor(spec: Spec) -> ParameterDescriptor:
     return descriptor
 
 
-def _validate(parameters) -> SetParametersResult:
-    """On-set callback: refuse the whole set when any value is not allowed."""
-    for parameter in parameters:
-        reason = check_value(parameter.name, parameter.value)
-        if reason:
-            return SetParametersResult(successful=False, reason=reason)
-    return SetParametersResult(successful=True)
-
-
 def declare_parameters(node: Node) -> None:
-    """Declare every parameter of :data:`SPECS` on ``node`` with validation."""
-    node.add_on_set_parameters_callback(_validate)
-    for spec in SPECS:
-        node.declare_parameter(spec.name, spec.default, _descriptor(spec))
+    """
+    Declare the ``cameras`` list, then every other parameter, on ``node`` with validation.
+
+    Raises SettingsError for a ``cameras`` list or a start-up value that is not allowed.
+    """
+    cameras: list[str] = []  # known once the list is declared
+
+    def validate(parameters) -> SetParametersResult:
+        """On-set callback: refuse the whole set when any value is not allowed."""
+        for parameter in parameters:
+            reason = check_value(parameter.name, parameter.value, cameras)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    try:
+        names = node.declare_parameter(
+            CAMERAS_SPEC.name, CAMERAS_SPEC.default, _descriptor(CAMERAS_SPEC)
+        ).value
+    except InvalidParameterTypeException:  # e.g. cameras:=[] (no type) or cameras:=head
+        raise SettingsError('cameras must be a list of camera names, e.g. [head, wrist]') from None
+    problem = cameras_problem(names)
+    if problem:
+        raise SettingsError(problem)
+    cameras.extend(names)
+    node.add_on_set_parameters_callback(validate)
+    try:
+        for spec in specs_for(names)[1:]:
+            default = names[0] if spec.name == 'default_camera' else spec.default
+            node.declare_parameter(spec.name, default, _descriptor(spec))
+    except InvalidParameterValueException as error:  # a start-up value the callback refused
+        raise SettingsError(str(error)) from None

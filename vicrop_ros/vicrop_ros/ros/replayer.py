@@ -16,6 +16,7 @@ import rclpy
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import NodeNameNonExistentError
+from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
@@ -24,7 +25,7 @@ from sensor_msgs.msg import Image
 from vicrop_interfaces.msg import Answer, Question
 
 from .bags import message_class
-from .params import CAMERAS
+from .params import CAMERAS_SPEC, DEFAULT_CAMERAS
 from .replay_report import answered_with_crop, match_saliency
 from .replay_script import ScriptedQuestion
 
@@ -100,13 +101,14 @@ class Replayer:
         namespace, _, name = self.args.node.rstrip('/').rpartition('/')
         companion, namespace = f'{name}_cameras', namespace or '/'
         deadline = time.monotonic() + timeout_s
+        cameras = self.camera_count(timeout_s)
         while True:
             try:
                 found = self.node.get_subscriber_names_and_types_by_node(companion, namespace)
             except NodeNameNonExistentError:
                 found = []
             topics = {topic for topic, types in found if set(types) & set(CAMERA_TYPES)}
-            if len(topics) >= len(CAMERAS):  # the companion subscribes every camera
+            if len(topics) >= cameras:  # the companion subscribes every camera
                 return topics
             if time.monotonic() > deadline:
                 if topics:
@@ -116,6 +118,23 @@ class Replayer:
                     f'{timeout_s} s: is the node {self.args.node} running (--node)?'
                 )
             time.sleep(0.05)
+
+    def camera_count(self, timeout_s: float) -> int:
+        """
+        Return how many cameras the node has: its ``cameras`` parameter.
+
+        Asked within ``timeout_s``; the default count if its parameter service does not answer.
+        """
+        client = AsyncParameterClient(self.node, self.args.node.rstrip('/'))
+        if client.wait_for_services(timeout_sec=timeout_s):
+            future = client.get_parameters([CAMERAS_SPEC.name])
+            deadline = time.monotonic() + timeout_s
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)  # the replay's executor thread completes it
+            values = future.result().values if future.done() and future.result() else []
+            if values and values[0].string_array_value:
+                return len(values[0].string_array_value)
+        return len(DEFAULT_CAMERAS)
 
     def wait_for_subscribers(self, topics: list[str], timeout_s: float) -> None:
         """Wait until the node listens to the questions and every camera topic of the bag."""

@@ -23,12 +23,12 @@ from .answers import Refusal, refusal_answer
 from .cameras import Cameras
 from .frames import Frame, FrameChoiceError, FrameRequest
 from .jobs import STATUS_NAMES, Job, JobQueue
-from .params import CAMERAS, METHODS, SPECS, Settings
+from .params import METHODS, SPEC_BY_NAME, Settings
 
 # The longest timeout a request may ask for: the timeout parameter's own maximum.
 # The steady-clock step of a frame wait that runs on the node clock (see Intake.await_frame).
 FRAME_WAIT_SLICE_S = 0.1
-MAX_TIMEOUT_S = next(spec.maximum for spec in SPECS if spec.name == 'timeout')
+MAX_TIMEOUT_S = SPEC_BY_NAME['timeout'].maximum
 
 
 def stamp_ns(stamp) -> int:
@@ -79,10 +79,11 @@ def check_request(job: Job, settings: Settings, now_ns: int) -> None:
             f'the stamp is {ahead_s:.3f} s in the future (max_image_age '
             f'{settings.max_image_age:.3f} s): no frame of that time can exist yet',
         )
-    if job.image is None and job.camera not in ('', *CAMERAS):
+    cameras = settings.camera_names
+    if job.image is None and job.camera not in ('', *cameras):
         raise Refusal(
             Answer.BAD_REQUEST,
-            f"unknown camera {job.camera!r}; use {', '.join(CAMERAS)} or '' for the default",
+            f"unknown camera {job.camera!r}; use {', '.join(cameras)} or '' for the default",
         )
     if job.method not in ('', *METHODS):
         raise Refusal(
@@ -116,7 +117,9 @@ class Intake:
         self._name, self._settings, self._readiness = name, settings, readiness
         self._cameras, self._publish, self._now_ns = cameras, publish, now_ns
         self._logger, self._monotonic = logger, monotonic
-        self.queue = JobQueue(settings().max_pending, monotonic)
+        self.queue = JobQueue(
+            settings().max_pending, monotonic, settings().max_pending_per_camera or None
+        )
         self._in_flight: dict[str, Job] = {}
         self._lock = threading.Lock()
         self.status_counts: Counter[str] = Counter()  # answers per status name
@@ -184,11 +187,9 @@ class Intake:
                         Answer.BAD_REQUEST, f'a question with id {job.id!r} is in flight'
                     )
                 self._in_flight[job.id] = job
-            if not self.queue.offer(job):
-                raise Refusal(
-                    Answer.BUSY,
-                    f'{self.queue.capacity} questions are already waiting (max_pending); retry',
-                )
+            full = self.queue.offer(job)
+            if full:
+                raise Refusal(Answer.BUSY, full)
         except Refusal as refusal:
             self.refuse(job, refusal)
             return job
