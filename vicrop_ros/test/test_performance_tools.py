@@ -88,3 +88,25 @@ def test_dds_latency_script_compares_the_profiles():
     assert len(figures['rows']) == 4
     for row in figures['rows'].values():
         assert row['sent'] == 30 and 0 <= row['received'] <= 30
+
+
+def test_the_fleet_load_test_gives_each_robot_its_cameras_and_a_share_of_the_queue():
+    import yaml
+
+    from vicrop_interfaces.msg import Answer
+    from vicrop_ros.ros import fleet_load_test
+    from vicrop_ros.ros.params import cameras_problem
+
+    document = yaml.safe_load(fleet_load_test.fleet_parameters(robots=4, max_pending=16))
+    values = document['/**']['ros__parameters']
+    assert values['cameras'][:3] == ['r1_head', 'r1_wrist', 'r2_head']
+    assert len(values['cameras']) == 8 and cameras_problem(values['cameras']) is None
+    assert values['r3_wrist'] == {'topic': '/r3/wrist_camera/image_raw'}
+    assert values['max_pending_per_camera'] == 2  # one robot holds at most 4 of the 16
+    sent = {f'balanced-r2-{i}': ('balanced', 2, 10.0 + i) for i in range(3)}
+    sent['skewed-r2-0'] = ('skewed', 2, 13.0)
+    answers = {'balanced-r2-0': [(Answer(status=Answer.OK), 10.5)],
+               'balanced-r2-1': [(Answer(status=Answer.BUSY, error='full'), 11.0)]}  # fmt: skip
+    figures = fleet_load_test.robot_figures(sent, answers, 'balanced', 2)
+    assert figures == {'asked': 3, 'answered': 2, 'busy': 1, 'ok_p50_ms': 500.0,
+                       'ok_p95_ms': 500.0}  # fmt: skip

@@ -14,6 +14,11 @@ ten minutes and prints the node's RSS and the answer counts every 30 s. Both end
 shipped shared-memory Fast DDS profile unless ``--dds-profile default`` (docs/performance.md:
 reliable large frames over UDP stall for seconds at a time under load).
 
+    vicrop-load-test --robots 4 [--skew 10] [--seconds 20] ...
+
+A fleet: N robots with two cameras each into one node, balanced and then with one robot asking
+``--skew`` times as often (:mod:`.fleet_load_test`).
+
     vicrop-idle-cpu [--seconds 10] [--head 1280x720] [--wrist 640x480] [--camera-rate 30] [--json]
                     [--dds-profile shm|default]
 
@@ -48,7 +53,7 @@ from .qos import FASTDDS_PROFILE_VARIABLES, shm_profile_path, with_dds_profile
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     """Parse WIDTHxHEIGHT."""
     width, height = text.lower().split('x')
     return int(width), int(height)
@@ -102,7 +107,7 @@ def start_streams(
     """
     gaps = {}
     for name, publisher, size in (('head', head, args.head), ('wrist', wrist, args.wrist)):
-        frames = camera_frames(_size(size), 4, f'{name}_optical')
+        frames = camera_frames(parse_size(size), 4, f'{name}_optical')
         gaps[name] = [0.0]
         threading.Thread(
             target=stream_frames,
@@ -136,20 +141,26 @@ def add_dds_profile_argument(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def start_node(model: str | None, scratch: Path, *params: str) -> subprocess.Popen:
-    """Start ``vicrop_load`` (a tiny random LLaVA in ``scratch`` unless ``model`` is given)."""
+def start_node(
+    model: str | None,
+    scratch: Path,
+    *params: str,
+    name: str = 'vicrop_load',
+    params_file: Path | None = None,
+) -> subprocess.Popen:
+    """
+    Start the node ``name`` (a tiny random LLaVA in ``scratch`` unless ``model`` is given).
+
+    ``params``: ``name:=value`` each; ``params_file``: a YAML file read first.
+    """
     if model is None:
         from ..testing.tiny import make_tiny_model
 
         model = str(make_tiny_model('llava', scratch / 'tiny_llava'))
-    command = [
-        'vicrop_node',
-        '--ros-args',
-        '-r',
-        '__node:=vicrop_load',
-        '-p',
-        f'model:={model}',
-    ]
+    command = ['vicrop_node', '--ros-args', '-r', f'__node:={name}']
+    if params_file is not None:
+        command += ['--params-file', str(params_file)]
+    command += ['-p', f'model:={model}']
     for param in params:
         command += ['-p', param]  # fmt: skip
     return subprocess.Popen(command, start_new_session=True)
@@ -266,11 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument('--model', help='model id or directory (default: a tiny random LLaVA)')
     parser.add_argument('--questions', type=int, default=200)
-    parser.add_argument('--rate', type=float, default=20.0, help='questions per second')
-    parser.add_argument('--max-pending', type=int, default=2)
+    parser.add_argument('--rate', type=float, help='questions per second (default 20; fleet: '
+                        'per robot, 1)')  # fmt: skip
+    parser.add_argument('--max-pending', type=int, help='default 2; fleet: 16')
     parser.add_argument('--head', default='1280x720', help='head camera WIDTHxHEIGHT')
     parser.add_argument('--wrist', default='640x480', help='wrist camera WIDTHxHEIGHT')
-    parser.add_argument('--camera-rate', type=float, default=30.0, help='frames per second')
+    parser.add_argument('--camera-rate', type=float, help='frames per second (default 30; '
+                        'fleet: 15)')  # fmt: skip
     parser.add_argument('--timeout', type=float, default=120.0, help='seconds to wait for answers')
     parser.add_argument('--wait', type=float, default=120.0, help='seconds to wait for the node')
     parser.add_argument(
@@ -281,7 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--report-every', type=float, default=30.0, help='soak report period')
     add_dds_profile_argument(parser)
     parser.add_argument('--json', action='store_true', help='print one JSON object')
+    from . import fleet_load_test  # it imports this module
+
+    fleet_load_test.add_arguments(parser)
     args = parser.parse_args(argv)
+    fleet = args.robots > 0
+    args.rate = args.rate or (1.0 if fleet else 20.0)
+    args.max_pending = args.max_pending or (16 if fleet else 2)
+    args.camera_rate = args.camera_rate or (15.0 if fleet else 30.0)
+    if fleet:
+        return fleet_load_test.main(args)
     if args.soak:
         args.questions = max(1, int(args.soak * args.rate))
     figures = run(args)
