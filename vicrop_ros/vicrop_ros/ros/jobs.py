@@ -152,8 +152,10 @@ class JobQueue:
                 return f'{self.capacity} questions are already waiting (max_pending); retry'
             lane = self._lanes.get(job.source)
             if lane is not None and len(lane) >= self.lane_capacity:
-                return (f'{self.lane_capacity} questions about the {job.source} camera are '
-                        'already waiting (max_pending_per_camera); retry')  # fmt: skip
+                about = ('images sent with requests' if job.image is not None
+                         else f'the {job.source} camera')  # fmt: skip
+                return (f'{self.lane_capacity} questions about {about} are already waiting '
+                        '(max_pending_per_camera); retry')  # fmt: skip
             if lane is None:
                 lane = self._lanes[job.source] = deque()
             lane.append(job)
