@@ -36,8 +36,8 @@ from .load_test import (
     camera_frames,
     parse_size,
     start_node,
-    stop_node,
     stream_frames,
+    tear_down,
     use_dds_profile,
 )  # fmt: skip
 
@@ -155,13 +155,7 @@ def run(args: argparse.Namespace) -> dict:
         time.sleep(1.0)  # duplicates would arrive now
         rss_end = process.memory_info().rss
     finally:
-        stop.set()
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        stop_node(node_process)
-        scratch.cleanup()
+        tear_down(stop, executor, spinner, node, node_process, scratch)
     robots = range(1, args.robots + 1)
     phases = {phase: {f'r{robot}': robot_figures(sent, answers, phase, robot) for robot in robots}
               for phase in ('balanced', 'skewed')}  # fmt: skip

@@ -173,6 +173,18 @@ def stop_node(process: subprocess.Popen) -> None:
         process.wait(timeout=20)
 
 
+def tear_down(stop, executor, spinner, node, node_process, scratch) -> None:
+    """Stop the streams and this process's ROS side, then the node; remove ``scratch``."""
+    stop.set()
+    executor.shutdown()
+    spinner.join(timeout=5)
+    context = node.context
+    node.destroy_node()
+    rclpy.try_shutdown(context=context)
+    stop_node(node_process)
+    scratch.cleanup()
+
+
 def run(args: argparse.Namespace) -> dict:
     """Run the load test and return its figures."""
     use_dds_profile(args.dds_profile)
@@ -231,13 +243,7 @@ def run(args: argparse.Namespace) -> dict:
         rss_end = process.memory_info().rss
         cpu_s = sum(process.cpu_times()[:2])
     finally:
-        stop.set()
-        executor.shutdown()
-        spinner.join(timeout=5)
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        stop_node(node_process)
-        scratch.cleanup()
+        tear_down(stop, executor, spinner, node, node_process, scratch)
     statuses = Counter(STATUS_NAMES[a[0][0].status] for a in answers.values())
     latencies = sorted((a[0][1] - sent[i]) * 1000 for i, a in answers.items()
                        if a[0][0].status == Answer.OK and i in sent)  # fmt: skip
