@@ -25,6 +25,9 @@ from vicrop_ros.evaluation.question_set import load_question_set, write_syntheti
 from vicrop_ros.models.loader import DEMO_MODEL_DIR, DEMO_MODEL_NAME, load_model
 
 DATA = Path(__file__).resolve().parent / 'data'
+# The CI set's evaluation (a module fixture, timed with its first test) takes about 20 s here
+# and several times that on a busy machine: slower, never red.
+pytestmark = pytest.mark.timeout(900)
 # The CI set: `vicrop eval --model vicrop-demo --synthetic 72 --seed 9 --sizes 20,28,80
 # --conditions none,rel_att,gt_crop`; data/demo_ci_figures.json holds its figures.
 CI_SET = {'count': 72, 'seed': 9, 'sizes': (20, 28, 80)}
