@@ -165,7 +165,7 @@ def test_the_queue_serves_the_cameras_in_turn_oldest_first_within_each():
 
 
 def test_a_full_camera_lane_is_busy_and_says_so_while_other_cameras_still_queue():
-    queue = JobQueue(capacity=5, lane_capacity=2)
+    queue = JobQueue(capacity=5, lane_limit=2)
     assert [queue.offer(queued_job(f'h{i}', 'head')) for i in range(2)] == ['', '']
     refused = queue.offer(queued_job('h2', 'head'))
     assert (
@@ -179,6 +179,8 @@ def test_a_full_camera_lane_is_busy_and_says_so_while_other_cameras_still_queue(
     assert queue.offer(head) == ''
     assert queue.remove(head) is True and len(queue) == 4
     assert [job.id for job in queue.drain()] == ['h1', 'w0', 'w1', 's0']  # oldest first
+    queue.lane_limit = 0  # as max_pending_per_camera 0 means: the whole queue
+    assert queue.lane_capacity == queue.capacity == 5
 
 
 def test_a_question_over_its_camera_limit_is_busy_naming_the_limit():

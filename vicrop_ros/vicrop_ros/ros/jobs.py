@@ -123,15 +123,15 @@ class JobQueue:
         self,
         capacity: int,
         monotonic: Callable[[], float] = time.monotonic,
-        lane_capacity: int | None = None,
+        lane_limit: int = 0,
     ):
         """
-        Allow ``capacity`` waiting jobs, ``lane_capacity`` (None: ``capacity``) per source.
+        Allow ``capacity`` waiting jobs, ``lane_limit`` (0: ``capacity``) per source.
 
-        ``monotonic`` stamps ``Job.started``.
+        ``monotonic`` stamps ``Job.started``. Both limits may be changed at any time.
         """
         self.capacity = capacity
-        self.lane_capacity = capacity if lane_capacity is None else lane_capacity
+        self.lane_limit = lane_limit
         self._monotonic = monotonic
         self._lanes: OrderedDict[str, deque[Job]] = OrderedDict()  # next served first
         self._count = 0
@@ -142,6 +142,11 @@ class JobQueue:
         """Return the number of waiting jobs."""
         with self._cv:
             return self._count
+
+    @property
+    def lane_capacity(self) -> int:
+        """Return how many jobs one source may have waiting."""
+        return self.lane_limit or self.capacity
 
     def offer(self, job: Job) -> str:
         """Queue ``job``; return '' when queued, else why not (a full queue or lane; closed)."""

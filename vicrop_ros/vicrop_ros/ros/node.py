@@ -353,9 +353,7 @@ class VicropNode(LifecycleNode):
         """Take accepted parameter changes into effect."""
         self.settings = Settings.from_node(self)
         self.intake.queue.capacity = self.settings.max_pending
-        self.intake.queue.lane_capacity = (
-            self.settings.max_pending_per_camera or self.settings.max_pending
-        )
+        self.intake.queue.lane_limit = self.settings.max_pending_per_camera
 
 
 def load_engine(settings: Settings):

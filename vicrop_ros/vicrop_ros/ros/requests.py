@@ -117,9 +117,7 @@ class Intake:
         self._name, self._settings, self._readiness = name, settings, readiness
         self._cameras, self._publish, self._now_ns = cameras, publish, now_ns
         self._logger, self._monotonic = logger, monotonic
-        self.queue = JobQueue(
-            settings().max_pending, monotonic, settings().max_pending_per_camera or None
-        )
+        self.queue = JobQueue(settings().max_pending, monotonic, settings().max_pending_per_camera)
         self._in_flight: dict[str, Job] = {}
         self._lock = threading.Lock()
         self.status_counts: Counter[str] = Counter()  # answers per status name
