@@ -110,32 +110,40 @@ def rgb_image(rgb: np.ndarray, frame_id: str = 'head_optical') -> Image:
 
 class GatedEngine:
     """
-    A fake engine: reports the saliency stage, then waits until ``release`` or its stop check.
+    A fake engine: reports the saliency stage, then waits until ``release`` or its stop checks.
 
-    A stop ends it with Canceled, as the real engine does at a stage or token; a release answers
-    'gated' with no box. ``started`` is set while a question is being served.
+    A stopped question ends with Canceled, as with the real engine at a stage or token; once
+    released, the others answer 'gated' with no box. ``started`` is set while a batch is being
+    served; ``batches`` holds each batch's questions.
     """
 
     def __init__(self):
         self.model = types.SimpleNamespace(device='cpu', name='gated')
         self.release = threading.Event()
         self.started = threading.Event()
-        self.calls = 0
+        self.batches: list[list[str]] = []
 
-    def __call__(self, image, question, on_stage=None, stop=None, **overrides):
-        self.calls += 1
+    @property
+    def calls(self) -> int:
+        """Return how many batches reached the engine."""
+        return len(self.batches)
+
+    def answer_batch(self, image, questions, stops=None, on_stage=None, **overrides):
+        self.batches.append(list(questions))
+        stops = [stop or (lambda: False) for stop in (stops or [None] * len(questions))]
         if on_stage is not None:
             on_stage('saliency')
         self.started.set()
         try:
-            while not self.release.wait(0.01):
-                if stop is not None and stop():
-                    raise Canceled('canceled during the saliency stage')
+            while not self.release.wait(0.01) and not all(stop() for stop in stops):
+                pass
         finally:
             self.started.clear()
         timings = {'prepare': 0.0, 'saliency': 0.0, 'crop': 0.0, 'answer': 0.0, 'total': 0.0}
-        return VicropResult('gated', Method(overrides.get('method', 'rel_att')), None, 0.0,
-                            None, (), timings)  # fmt: skip
+        method = Method(overrides.get('method', 'rel_att'))
+        return [Canceled('canceled during the saliency stage') if stop()
+                else VicropResult('gated', method, None, 0.0, None, (), timings)
+                for stop in stops]  # fmt: skip
 
     def forget_frames(self) -> None:
         pass

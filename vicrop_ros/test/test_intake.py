@@ -164,6 +164,18 @@ def test_the_queue_serves_the_cameras_in_turn_oldest_first_within_each():
     assert queue.take(0.0) is None and len(queue) == 0
 
 
+def test_jobs_taken_with_another_leave_the_queue_oldest_first_and_the_turns_stay():
+    queue = JobQueue(capacity=20, monotonic=lambda: 7.0)
+    for job_id, camera in [('a1', 'r1'), ('b1', 'r2'), ('a2', 'r1'), ('a3', 'r1'), ('b2', 'r2')]:
+        assert queue.offer(queued_job(job_id, camera)) == ''
+    first = queue.take(0.0)
+    mates = queue.take_where(lambda job: job.source == 'r1', limit=1)
+    assert first.id == 'a1' and [job.id for job in mates] == ['a2']
+    assert mates[0].started == 7.0 and len(queue) == 3
+    assert queue.take_where(lambda job: False, limit=5) == []
+    assert [queue.take(0.0).id for _ in range(3)] == ['b1', 'a3', 'b2']
+
+
 def test_a_full_camera_lane_is_busy_and_says_so_while_other_cameras_still_queue():
     queue = JobQueue(capacity=5, lane_limit=2)
     assert [queue.offer(queued_job(f'h{i}', 'head')) for i in range(2)] == ['', '']

@@ -37,12 +37,12 @@ class ZeroMaps:
         prepared = self.model.prepare(image, answers)
 
         class Prepared:
-            def saliency(self, question, config):
-                real = prepared.saliency(question, config)
-                return SaliencyMap(np.zeros_like(real.values), real.extent)
+            def saliencies(self, questions, config):
+                real = prepared.saliencies(questions, config)
+                return [SaliencyMap(np.zeros_like(m.values), m.extent) for m in real]
 
-            def answer(self, question, crop, config, stop=None):
-                return prepared.answer(question, crop, config, stop)
+            def answers(self, questions, crops, config, stops=None):
+                return prepared.answers(questions, crops, config, stops)
 
         return Prepared()
 
@@ -56,15 +56,17 @@ class FaultInjection(Vicrop):
     def __init__(self, model):
         super().__init__(model, reuse_frames=2)
         self.zero_maps = Vicrop(ZeroMaps(model))
+        self.batches = []  # the questions of each batch, in order
 
-    def __call__(self, image, question, on_stage=None, stop=None, **overrides):
-        if 'RAISE' in question:
+    def answer_batch(self, image, questions, stops=None, on_stage=None, **overrides):
+        self.batches.append(list(questions))
+        if any('RAISE' in question for question in questions):
             raise RuntimeError('injected failure in the model')
-        if 'OOM' in question:
+        if any('OOM' in question for question in questions):
             raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')
-        if 'ZEROMAP' in question:
-            return self.zero_maps(image, question, on_stage, stop, **overrides)
-        return super().__call__(image, question, on_stage, stop, **overrides)
+        if any('ZEROMAP' in question for question in questions):
+            return self.zero_maps.answer_batch(image, questions, stops, on_stage, **overrides)
+        return super().answer_batch(image, questions, stops, on_stage, **overrides)
 
 
 class Served:
@@ -128,6 +130,38 @@ def test_no_overlay_is_drawn_while_nobody_subscribes(served):
     finally:
         served.saliency_wanted = True
     assert len(served.saliency) == before
+
+
+def test_questions_queued_about_one_frame_are_answered_together_as_each_alone(served):
+    bench, intake = served.bench, served.bench.intake
+    bench.settings = dataclasses.replace(bench.settings, max_batch=3)
+    intake.queue.capacity = 8  # as the node sets it when max_pending changes
+    rgb = random_image(320, 240, seed=7)
+    bench.add_frame('head', rgb_image(rgb, 'batch_optical'), bench.clock.now_s - 0.1)
+    questions = ['What does the label say?', 'Which colour is the cap?', 'Is it open?',
+                 'How many are there?', 'What is it?']  # fmt: skip
+    methods = ['', '', 'rel_att', '', 'none']  # '' is the node's: rel_att as well
+    jobs = [intake.submit(intake.job_from_request(Ask.Request(id=f'batch-{i}', question=q,
+                                                               method=m)))
+            for i, (q, m) in enumerate(zip(questions, methods, strict=True))]  # fmt: skip
+    served.engine.batches.clear()
+    try:
+        while (job := intake.queue.take(0.0)) is not None:
+            served.worker.serve(job)
+    finally:
+        bench.settings = dataclasses.replace(bench.settings, max_batch=4)
+        intake.queue.capacity = bench.settings.max_pending
+    # max_batch 3 of the four rel_att questions, then the fourth; none is another method.
+    assert served.engine.batches == [questions[:3], questions[3:4], questions[4:]]
+    for job, question, method in zip(jobs, questions, methods, strict=True):
+        (answer,) = bench.answers_of(job.id)
+        assert answer.status == Answer.OK, answer.error
+        assert answer.header.frame_id == 'batch_optical' and answer.camera == 'head'
+        alone = served.engine(rgb, question, method=method or 'rel_att', max_new_tokens=2)
+        assert answer.answer == alone.answer and answer.method == (method or 'rel_att')
+        if alone.box is not None:
+            assert (answer.crop.x_offset, answer.crop.y_offset) == (alone.box.x0, alone.box.y0)
+        assert answer.queue_wait_ms >= 0.0
 
 
 def test_method_none_answers_without_a_crop(served):

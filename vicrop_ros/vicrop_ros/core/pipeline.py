@@ -10,7 +10,7 @@ the final answer from the original image plus the crop. The model opens one
 """
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 import dataclasses
 from dataclasses import dataclass
 import hashlib
@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from .box import Box
-from .box_search import choose_box
+from .box_search import BoxChoice, choose_box
 from .config import Method, VicropConfig
 from .geometry import crop, image_size, tile_boxes
 from .saliency import SaliencyMap, project_to_image
@@ -39,8 +39,22 @@ class BadQuestion(ValueError):  # noqa: N818 (a refusal, like ValueError)
 class PreparedImage(Protocol):
     """One image made ready for a model; passes over the same image share what it holds."""
 
-    def saliency(self, question: str, config: VicropConfig) -> SaliencyMap:
-        """Return the map of ``question`` by ``config.method``, extent in image pixels."""
+    def saliencies(self, questions: Sequence[str], config: VicropConfig) -> list[SaliencyMap]:
+        """Return the map of each question by ``config.method``, extents in image pixels."""
+
+    def answers(
+        self,
+        questions: Sequence[str],
+        crops: Sequence[np.ndarray | None],
+        config: VicropConfig,
+        stops: Sequence[StopCheck | None] | None = None,
+    ) -> list[str | Canceled]:
+        """
+        Answer each question about the image, shown with its crop (HWC) after it when given.
+
+        ``stops[i]`` is checked after every decoded token: once it returns True, question i
+        gets a Canceled in place of its answer (the others go on).
+        """
 
     def answer(
         self,
@@ -49,11 +63,7 @@ class PreparedImage(Protocol):
         config: VicropConfig,
         stop: StopCheck | None = None,
     ) -> str:
-        """
-        Answer ``question`` about the image, shown with ``crop`` (HWC) after it when given.
-
-        ``stop`` is checked after every decoded token; raises Canceled once it returns True.
-        """
+        """Answer one question (:meth:`answers`); raises Canceled once ``stop`` returns True."""
 
     def attention_by_layer(self, question: str, config: VicropConfig) -> list[SaliencyMap]:
         """Return the question's attention to the image at each decoder layer (for evaluation)."""
@@ -154,47 +164,102 @@ class Vicrop:
 
         ``overrides`` replace fields of the default config for this question (e.g. method='none').
         Raises BadQuestion for a question the model cannot take (empty, or a prompt longer than
-        its context), ValueError for a bad image or override.
+        its context), ValueError for a bad image or override, Canceled once ``stop`` returns True.
+        """
+        stops = None if stop is None else [stop]
+        (outcome,) = self.answer_batch(image, [question], stops, on_stage, **overrides)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def answer_batch(
+        self,
+        image: np.ndarray,
+        questions: Sequence[str],
+        stops: Sequence[StopCheck | None] | None = None,
+        on_stage: Callable[[str], None] | None = None,
+        **overrides,
+    ) -> list[VicropResult | BadQuestion | Canceled]:
+        """
+        Answer several questions about one image together; return one outcome per question.
+
+        The image is prepared once; each stage runs the questions as one batch (their maps in
+        one pass per tile, their answers decoded together where the model allows), and every
+        answer is the one the question gets alone. An outcome is the question's result, or the
+        BadQuestion that refused it (empty, too long) or the Canceled that ended it
+        (``stops[i]``, checked at each stage, between tiles and after each decoded token).
+        ``on_stage`` is called once per stage reached. Raises ValueError for a bad image or
+        override (every question fails alike).
         """
         config = dataclasses.replace(self.config, **overrides) if overrides else self.config
         check_image(image)
-        if not isinstance(question, str) or not question.strip():
-            raise BadQuestion('the question is empty')
-        problem = self.model.question_problem(question, image_size(image), config)
-        if problem:
-            raise BadQuestion(problem)
-        stop = stop or _never
+        size = image_size(image)
+        stops = list(stops) if stops is not None else [None] * len(questions)
+        outcomes: list = [self._refusal(q, size, config) for q in questions]
+        live = [i for i, outcome in enumerate(outcomes) if outcome is None]
 
-        def notify(stage: str) -> None:
-            if stop():
-                raise Canceled(f'canceled before the {stage} stage')
-            if on_stage is not None:
+        def reach(stage: str) -> bool:
+            """Cancel the rows stopped before ``stage``; return whether any goes on."""
+            for i in live:
+                if stops[i] is not None and stops[i]():
+                    outcomes[i] = Canceled(f'canceled before the {stage} stage')
+            live[:] = [i for i in live if outcomes[i] is None]
+            if live and on_stage is not None:
                 on_stage(stage)
+            return bool(live)
 
         start = time.perf_counter()
         timings = {'prepare': 0.0, 'saliency': 0.0, 'crop': 0.0}
+        if not live:
+            return outcomes
         frame = self._frame(image)
         prepared = self._prepared(image, frame, None)
         timings['prepare'] = _ms_since(start)
-        box, score, grid, maps, crop_pixels = None, 0.0, None, (), None
-        if config.method is not Method.NONE:
-            notify('saliency')
+        maps: dict[int, tuple[SaliencyMap, ...]] = {}
+        grids: dict[int, np.ndarray] = {}
+        choices: dict[int, BoxChoice] = {}
+        if config.method is not Method.NONE and reach('saliency'):
             saliency_start = time.perf_counter()
-            maps = self._maps(image, frame, question, config, stop)
-            grid = project_to_image(maps, image_size(image))
+            try:
+                row_maps = self._maps(image, frame, [questions[i] for i in live], config,
+                                      [stops[i] for i in live])  # fmt: skip
+            except Canceled as canceled:
+                for i in live:
+                    outcomes[i] = canceled
+                return outcomes
+            for i, row in zip(live, row_maps, strict=True):
+                maps[i], grids[i] = row, project_to_image(row, size)
             timings['saliency'] = _ms_since(saliency_start)
-            notify('cropping')
-            crop_start = time.perf_counter()
-            choice = choose_box(grid, image_size(image), self.base_size(config), config.scales)
-            box, score = choice.box, choice.score
-            crop_pixels = crop(image, box)
-            timings['crop'] = _ms_since(crop_start)
-        notify('answering')
+            if reach('cropping'):
+                crop_start = time.perf_counter()
+                base = self.base_size(config)
+                choices = {i: choose_box(grids[i], size, base, config.scales) for i in live}
+                timings['crop'] = _ms_since(crop_start)
+        if not reach('answering'):
+            return outcomes
         answer_start = time.perf_counter()
-        answer = prepared.answer(question, crop_pixels, config, stop)
+        crops = [crop(image, choices[i].box) if i in choices else None for i in live]
+        answers = prepared.answers([questions[i] for i in live], crops, config,
+                                   [stops[i] for i in live])  # fmt: skip
         timings['answer'] = _ms_since(answer_start)
         timings['total'] = _ms_since(start)
-        return VicropResult(answer, config.method, box, score, grid, maps, timings)
+        for i, answer in zip(live, answers, strict=True):
+            choice = choices.get(i)
+            outcomes[i] = answer if isinstance(answer, Canceled) else VicropResult(
+                answer, config.method, None if choice is None else choice.box,
+                0.0 if choice is None else choice.score, grids.get(i), maps.get(i, ()),
+                dict(timings),
+            )  # fmt: skip
+        return outcomes
+
+    def _refusal(
+        self, question: str, size: tuple[int, int], config: VicropConfig
+    ) -> BadQuestion | None:
+        """Return why ``question`` cannot be taken (BadQuestion), or None."""
+        if not isinstance(question, str) or not question.strip():
+            return BadQuestion('the question is empty')
+        problem = self.model.question_problem(question, size, config)
+        return BadQuestion(problem) if problem else None
 
     def _frame(self, image: np.ndarray) -> dict[Box | None, PreparedImage]:
         """Return the kept preparations of ``image`` (new and empty if none are kept)."""
@@ -224,26 +289,27 @@ class Vicrop:
         self,
         image: np.ndarray,
         frame: dict[Box | None, PreparedImage],
-        question: str,
+        questions: Sequence[str],
         config: VicropConfig,
-        stop: StopCheck,
-    ) -> tuple[SaliencyMap, ...]:
-        """Return the model's map of the image, or one per tile for a large image."""
+        stops: Sequence[StopCheck | None],
+    ) -> list[tuple[SaliencyMap, ...]]:
+        """
+        Return each question's maps of the image: one, or one per tile for a large image.
+
+        Raises Canceled between tiles once every question is stopped.
+        """
         tiles = tile_boxes(image_size(image), config.tile_threshold)
         if len(tiles) == 1:
-            return (self._prepared(image, frame, None).saliency(question, config),)
-        maps = []
+            whole = self._prepared(image, frame, None).saliencies(questions, config)
+            return [(m,) for m in whole]
+        per_question: list[list[SaliencyMap]] = [[] for _ in questions]
         for tile in tiles:
-            if stop():
+            if all(stop is not None and stop() for stop in stops):
                 raise Canceled('canceled between saliency tiles')
             prepared = self._prepared(image, frame, tile)
-            maps.append(prepared.saliency(question, config).shifted(tile.x0, tile.y0))
-        return tuple(maps)
-
-
-def _never() -> bool:
-    """Return False: the stop check of a question nobody cancels."""
-    return False
+            for maps, m in zip(per_question, prepared.saliencies(questions, config), strict=True):
+                maps.append(m.shifted(tile.x0, tile.y0))
+        return [tuple(maps) for maps in per_question]
 
 
 def _ms_since(start: float) -> float:

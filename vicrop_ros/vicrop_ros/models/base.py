@@ -385,7 +385,23 @@ class HfVisionLanguageModel:
 
         ``stop`` is checked after every token: decoding ends there and Canceled is raised.
         """
-        criteria = None if stop is None else StoppingCriteriaList([_StopWhen(stop)])
+        output, (stopped,) = self.greedy_rows(config, [stop], **inputs)
+        if stopped:
+            raise Canceled('canceled while decoding the answer')
+        return output
+
+    def greedy_rows(
+        self, config: VicropConfig, stops: Sequence[StopCheck | None], **inputs
+    ) -> tuple[torch.Tensor, list[bool]]:
+        """
+        Return (``model.generate(**inputs)``, which rows were stopped): greedy, one batch.
+
+        ``stops[i]`` (None: never) is checked after every token: row i ends there (padded
+        after) while the others go on; decoding ends when every row has.
+        """
+        criteria = None
+        if any(stop is not None for stop in stops):
+            criteria = StoppingCriteriaList([_StopWhen(stops)])
         output = self.model.generate(
             **inputs,
             max_new_tokens=config.max_new_tokens,
@@ -394,9 +410,7 @@ class HfVisionLanguageModel:
             eos_token_id=self.stop_token_ids,
             pad_token_id=self.processor.tokenizer.pad_token_id,
         )
-        if stop is not None and stop():
-            raise Canceled('canceled while decoding the answer')
-        return output
+        return output, [stop is not None and stop() for stop in stops]
 
     @torch.no_grad()
     def generate_answer(
@@ -482,35 +496,70 @@ class HfVisionLanguageModel:
         return None
 
     @torch.no_grad()
-    def generate_with_prefix(
+    def generate_batch_with_prefix(
         self,
         prefix: Prefix,
-        views: Sequence[np.ndarray],
-        question: str,
+        rows: Sequence[Sequence[np.ndarray]],
+        questions: Sequence[str],
         config: VicropConfig,
-        stop: StopCheck | None = None,
-    ) -> str:
+        stops: Sequence[StopCheck | None],
+    ) -> list[str | Canceled]:
         """
-        Answer like :meth:`generate_answer`, prefilling only what follows ``prefix``.
+        Answer each question about its row of views like :meth:`generate_answer`, as one batch.
 
-        The tokens after the prefix but the last (the crop's image tokens and the question) only
-        add keys and values to the cache (:meth:`fill_cache`); generation starts from the last.
+        Every row's prompt starts with ``prefix`` (its first view is the prefix image), whose
+        keys and values are shared. What follows differs in length (the crop's image tokens,
+        the question), so each row is padded between the prefix and its own tokens: the mask
+        hides the pads and the positions skip them, every row's last token sits in the last
+        column, and the rows decode together. The tokens after the prefix but the last only add
+        keys and values to the cache (:meth:`fill_cache`). ``stops[i]`` ends row i after any
+        token (a Canceled in its place).
         """
-        prompt = self.prompt(self.format_question(question, config), len(views))
-        inputs = self.encode([views], [prompt])
-        ids, mask = inputs['input_ids'], inputs['attention_mask']
-        if not torch.equal(ids[:, : prefix.length], prefix.ids):
-            raise RuntimeError('the answer prompt does not start with the shared prefix')
-        start, length = prefix.length, ids.shape[1]
-        last = length - 1
-        middle = {'input_ids': ids[:, start:last], 'attention_mask': mask[:, :last]}
-        positions = self.positions(ids, inputs.get('image_grid_thw'), mask)
-        if positions is not None:
-            middle['position_ids'] = positions[..., start:last]
-        cache = prefix.cache(1)
-        self.fill_cache(cache, middle | self.images_after_first(inputs))
-        output = self.greedy(config, stop, input_ids=ids, attention_mask=mask, cache=cache)
-        return self.processor.decode(output[0, length:], skip_special_tokens=True).strip()
+        encoded = [self.encode([views], [self.prompt(self.format_question(q, config), len(views))])
+                   for views, q in zip(rows, questions, strict=True)]  # fmt: skip
+        tails = []
+        for inputs in encoded:
+            ids = inputs['input_ids'][0]
+            if not torch.equal(ids[: prefix.length], prefix.ids[0].to(ids.device)):
+                raise RuntimeError('the answer prompt does not start with the shared prefix')
+            tails.append(ids[prefix.length :])
+        batch, width = len(tails), max(len(tail) for tail in tails)
+        ids = torch.full((batch, prefix.length + width), self.processor.tokenizer.pad_token_id,
+                         dtype=prefix.ids.dtype, device=self.device)  # fmt: skip
+        mask = torch.zeros_like(ids)
+        ids[:, : prefix.length] = prefix.ids
+        mask[:, : prefix.length] = 1
+        for row, tail in enumerate(tails):
+            ids[row, ids.shape[1] - len(tail) :] = tail
+            mask[row, ids.shape[1] - len(tail) :] = 1
+        grids = [inputs['image_grid_thw'] for inputs in encoded if 'image_grid_thw' in inputs]
+        positions = self.positions(ids, torch.cat(grids) if grids else None, mask)
+        if positions is None:  # a token's position counts the real tokens before it
+            positions = (mask.cumsum(dim=-1) - 1).clamp(min=0)
+        cache = prefix.cache(batch)
+        if width > 1:
+            images = self.stack_image_inputs([self.images_after_first(e) for e in encoded])
+            middle = {'input_ids': ids[:, prefix.length : -1], 'attention_mask': mask[:, :-1],
+                      'position_ids': positions[..., prefix.length : -1]}  # fmt: skip
+            self.fill_cache(cache, middle | images)
+        output, stopped = self.greedy_rows(
+            config, stops, input_ids=ids, attention_mask=mask, cache=cache
+        )
+        answers = self.processor.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
+        return [Canceled('canceled while decoding the answer') if halted else answer.strip()
+                for answer, halted in zip(answers, stopped, strict=True)]  # fmt: skip
+
+    def stack_image_inputs(self, rows: Sequence[dict]) -> dict:
+        """
+        Return the image inputs of several rows as one batch's (rows without images left out).
+
+        Default: each tensor concatenated along its first axis (LLaVA's images, Qwen's patch
+        rows and grids); families whose image tensors have another layout override it.
+        """
+        rows = [row for row in rows if row]
+        if not rows:
+            return {}
+        return {key: torch.cat([row[key] for row in rows]) for key in rows[0]}
 
     def prepare(self, image: np.ndarray, answers: bool = True):
         """Prepare ``image`` (HWC uint8 RGB) for saliency passes and, if ``answers``, answers."""
@@ -556,12 +605,13 @@ class HfVisionLanguageModel:
 
 
 class _StopWhen(StoppingCriteria):
-    """Ends generation (every row) once ``stop()`` returns True."""
+    """Ends each row's generation once its stop check returns True."""
 
-    def __init__(self, stop: StopCheck):
-        """Check ``stop`` after each generated token."""
-        self.stop = stop
+    def __init__(self, stops: Sequence[StopCheck | None]):
+        """Check ``stops[i]`` (None: never) for row i after each generated token."""
+        self.stops = list(stops)
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Return one flag per row: all True once stopped."""
-        return torch.full((input_ids.shape[0],), self.stop(), device=input_ids.device)
+        """Return one flag per row: True once that row is stopped."""
+        flags = [stop is not None and stop() for stop in self.stops]
+        return torch.tensor(flags, dtype=torch.bool, device=input_ids.device)

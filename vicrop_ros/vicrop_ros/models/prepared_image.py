@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..core.config import Method, VicropConfig
-from ..core.pipeline import StopCheck
+from ..core.pipeline import Canceled, StopCheck
 from ..core.saliency import (
     SaliencyMap,
     gradient_weighted_attention,
@@ -51,6 +51,15 @@ class HfPreparedImage:
 
     def saliency(self, question: str, config: VicropConfig) -> SaliencyMap:
         """Return the importance map of ``question`` by ``config.method`` (extent in image px)."""
+        return self.saliencies([question], config)[0]
+
+    def saliencies(self, questions: Sequence[str], config: VicropConfig) -> list[SaliencyMap]:
+        """
+        Return the map of each of ``questions`` by ``config.method``, from one batched pass.
+
+        The rows of a batch never see each other, so each map is the one the question would
+        get alone (up to float rounding of another batch shape).
+        """
         method = {
             Method.REL_ATT: self._relative_attention,
             Method.GRAD_ATT: self._gradient_attention,
@@ -58,8 +67,8 @@ class HfPreparedImage:
         }.get(config.method)
         if method is None:
             raise ValueError(f'method {config.method.value!r} computes no saliency map')
-        grid = method(question, config)
-        return SaliencyMap(grid.detach().float().cpu().numpy(), self.extent)
+        grids = method(list(questions), config)
+        return [SaliencyMap(g.detach().float().cpu().numpy(), self.extent) for g in grids]
 
     def answer(
         self,
@@ -69,11 +78,38 @@ class HfPreparedImage:
         stop: StopCheck | None = None,
     ) -> str:
         """Answer ``question`` about the image, shown with ``crop`` after it when given."""
-        views = [self.view] + ([] if crop is None else [self.model.model_view(crop)[0]])
+        (answer,) = self.answers([question], [crop], config, None if stop is None else [stop])
+        if isinstance(answer, Canceled):
+            raise answer
+        return answer
+
+    def answers(
+        self,
+        questions: Sequence[str],
+        crops: Sequence[np.ndarray | None],
+        config: VicropConfig,
+        stops: Sequence[StopCheck] | None = None,
+    ) -> list[str | Canceled]:
+        """
+        Answer each question about the image, shown with its crop after it when given.
+
+        With prefix sharing, the questions are decoded as one batch continuing the image's
+        prefix (:meth:`~.base.HfVisionLanguageModel.generate_batch_with_prefix`); else one by
+        one. ``stops[i]`` is checked after every decoded token: question i then ends with a
+        Canceled in its place, the others go on.
+        """
+        rows = [[self.view] + ([] if c is None else [self.model.model_view(c)[0]]) for c in crops]
+        stops = list(stops) if stops is not None else [None] * len(rows)
         if self.model.shares_prefix:
             prefix = self._prefix_through(len(self.model.decoder_layers))
-            return self.model.generate_with_prefix(prefix, views, question, config, stop)
-        return self.model.generate_answer(views, question, config, stop)
+            return self.model.generate_batch_with_prefix(prefix, rows, questions, config, stops)
+        out = []
+        for views, question, stop in zip(rows, questions, stops, strict=True):
+            try:
+                out.append(self.model.generate_answer(views, question, config, stop))
+            except Canceled as canceled:
+                out.append(canceled)
+        return out
 
     def _prefix_through(self, layers: int) -> Prefix:
         """Return the prefix with at least its first ``layers`` layers (computed if need be)."""
@@ -138,21 +174,23 @@ class HfPreparedImage:
         return inputs, inputs['input_ids'], self.model.last_rows(inputs)
 
     @torch.no_grad()
-    def _relative_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
+    def _relative_attention(
+        self, questions: list[str], config: VicropConfig
+    ) -> list[torch.Tensor]:
         """
-        rel-att: attention(question) / attention(generic question) at one layer.
+        rel-att: attention(question) / attention(generic question) at one layer, per question.
 
-        Both rows run as one batch; the generic row's grid is kept and later questions about
-        this image run their own row only.
+        The questions and the generic question run as one batch; the generic row's grid is kept
+        and later questions about this image run their own rows only.
         """
         layer_index = self.model.attention_layer(config)
         key = (layer_index, config.generic_question, config.question_template)
         generic = self._generic_grids.get(key)
-        questions = (question,) if generic is not None else (question, config.generic_question)
-        grids = self._attention_grids(questions, config, layer_index)
+        rows = questions if generic is not None else [*questions, config.generic_question]
+        grids = self._attention_grids(rows, config, layer_index)
         if generic is None:
-            generic = self._generic_grids[key] = grids[1]
-        return safe_ratio(grids[0], generic, config.epsilon)
+            generic = self._generic_grids[key] = grids[-1]
+        return [safe_ratio(grid, generic, config.epsilon) for grid in grids[: len(questions)]]
 
     @torch.no_grad()
     def attention_by_layer(self, question: str, config: VicropConfig) -> list[SaliencyMap]:
@@ -181,9 +219,16 @@ class HfPreparedImage:
         per_token = probe.weights.mean(dim=1)  # (questions, keys): head mean
         return self.model.token_maps(inputs, per_token, run.patch_attention(), key_ids)
 
-    def _gradient_attention(self, question: str, config: VicropConfig) -> torch.Tensor:
-        """grad-att: attention x ReLU(d decision / d attention) at one layer (question only)."""
-        inputs, key_ids, rows = self._question_batch((question,), config)
+    def _gradient_attention(
+        self, questions: list[str], config: VicropConfig
+    ) -> list[torch.Tensor]:
+        """
+        grad-att: attention x ReLU(d decision / d attention) at one layer, per question.
+
+        One pass for all questions: each row's decision depends on its own row only, so the
+        gradient of their sum gives every row its own.
+        """
+        inputs, key_ids, rows = self._question_batch(questions, config)
         layer = self.model.decoder_layers[self.model.attention_layer(config)]
         probe = AttentionProbe(layer.self_attn, rows, differentiable=True)
         run = Forward()
@@ -194,15 +239,21 @@ class HfPreparedImage:
             if run.token_to_patch is not None:
                 leaves.append(run.token_to_patch)
             grads = torch.autograd.grad(decision, leaves)
-        per_token = gradient_weighted_attention(probe.weights[0], grads[0][0])[None]  # (1, keys)
-        token_to_patch = None
+        weighted = zip(probe.weights, grads[0], strict=True)
+        per_token = torch.stack([gradient_weighted_attention(w, g) for w, g in weighted])
+        token_to_patch = None  # per_token: (batch, keys)
         if run.token_to_patch is not None:  # the same weighting on the token -> patch attention
             token_to_patch = run.patch_attention(run.token_to_patch * grads[1].clamp(min=0))
-        return self.model.token_maps(inputs, per_token, token_to_patch, key_ids)[0]
+        return self.model.token_maps(inputs, per_token, token_to_patch, key_ids)
 
-    def _pure_gradient(self, question: str, config: VicropConfig) -> torch.Tensor:
-        """pure-grad: |d decision / d pixels| of question over generic question, masked."""
-        inputs = self._encoded((question, config.generic_question), config)
+    def _pure_gradient(self, questions: list[str], config: VicropConfig) -> list[torch.Tensor]:
+        """
+        pure-grad: |d decision / d pixels| of each question over the generic question's, masked.
+
+        The questions and the generic question are the rows of one batch, each with its own
+        copy of the pixels, so the gradient of the summed decisions gives each row its own.
+        """
+        inputs = self._encoded([*questions, config.generic_question], config)
         pixels = inputs['pixel_values'].detach().requires_grad_(True)
         inputs['pixel_values'] = pixels
         rows = self.model.last_rows(inputs)
@@ -210,10 +261,11 @@ class HfPreparedImage:
         with torch.enable_grad():
             self.model.forward(inputs, run, config)
             (gradient,) = torch.autograd.grad(self.model.decisions(run.hidden, rows).sum(), pixels)
-        # Both rows show the same image, so row 0's pixels give the high-pass mask.
-        images = self.model.pixel_images(inputs, pixels.detach()).float()  # (2, C, H, W)
+        # Every row shows the same image, so row 0's pixels give the high-pass mask.
+        images = self.model.pixel_images(inputs, pixels.detach()).float()  # (rows, C, H, W)
         gradients = self.model.pixel_images(inputs, gradient).float()
         mask = high_pass_mask(images[0])
-        return pixel_gradient_ratio(
-            gradients[0], gradients[1], mask, self.model.patch_size, config.epsilon
-        )
+        return [
+            pixel_gradient_ratio(g, gradients[-1], mask, self.model.patch_size, config.epsilon)
+            for g in gradients[:-1]
+        ]

@@ -153,6 +153,30 @@ class SmolVLMAdapter(HfVisionLanguageModel):
         after = {k: v[:, first:] for k, v in self.image_inputs(inputs).items()}
         return after if after['pixel_values'].shape[1] else {}
 
+    def stack_image_inputs(self, rows: Sequence[dict]) -> dict:
+        """
+        Return several rows' views as one batch: (rows, views, ...), short rows padded with zeros.
+
+        A crop may be cut into fewer tiles than another; the model drops all-zero views (as it
+        does for the processor's own padding), so the padding adds no image tokens.
+        """
+        rows = [row for row in rows if row]
+        if not rows:
+            return {}
+        views = max(row['pixel_values'].shape[1] for row in rows)
+        stacked = {}
+        for key in rows[0]:
+            padded = []
+            for row in rows:
+                tensor = row[key]
+                missing = views - tensor.shape[1]
+                if missing:
+                    filler = tensor.new_zeros((tensor.shape[0], missing, *tensor.shape[2:]))
+                    tensor = torch.cat([tensor, filler], dim=1)
+                padded.append(tensor)
+            stacked[key] = torch.cat(padded)
+        return stacked
+
     def token_grid(
         self, values: torch.Tensor, inputs, row: int, ids: torch.Tensor
     ) -> torch.Tensor:

@@ -189,6 +189,26 @@ class JobQueue:
             job.started = self._monotonic()
             return job
 
+    def take_where(self, wanted: Callable[[Job], bool], limit: int) -> list[Job]:
+        """
+        Remove and return up to ``limit`` waiting jobs for which ``wanted(job)``, oldest first.
+
+        For jobs served together with the one just taken (the same frame): they leave the queue
+        as if taken, ``Job.started`` set, and their lanes keep their turn.
+        """
+        with self._cv:
+            chosen = sorted((job for lane in self._lanes.values() for job in lane if wanted(job)),
+                            key=lambda job: job.arrival)[: max(0, limit)]  # fmt: skip
+            started = self._monotonic()
+            for job in chosen:
+                lane = self._lanes[job.source]
+                lane.remove(job)
+                self._count -= 1
+                if not lane:
+                    del self._lanes[job.source]
+                job.started = started
+            return chosen
+
     def remove(self, job: Job) -> bool:
         """Take ``job`` out if it is still waiting; return whether it was."""
         with self._cv:

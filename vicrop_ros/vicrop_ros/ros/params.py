@@ -102,6 +102,10 @@ NODE_SPECS: tuple[Spec, ...] = (  # every parameter but the cameras and theirs
          'Questions about one camera (or about images sent with requests) that may wait; more '
          'are answered BUSY. The queue serves the cameras in turn. 0 = max_pending.',
          minimum=0, maximum=1000),
+    Spec('max_batch', 4,
+         'Questions about the same camera frame that are answered together: one shared image '
+         'prefix, their maps in one pass, their answers decoded as one batch (each equal to its '
+         'answer alone). 1 = one question at a time.', minimum=1, maximum=64),
     Spec('timeout', 30.0, 'Seconds a question may take before it is answered TIMEOUT.',
          minimum=0.1, maximum=3600.0),
     Spec('max_image_pixels', 33_177_600,
@@ -213,6 +217,7 @@ class Settings:
     frame_wait: float
     max_pending: int
     max_pending_per_camera: int
+    max_batch: int
     timeout: float
     max_image_pixels: int
     max_question_length: int
