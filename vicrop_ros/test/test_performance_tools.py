@@ -32,6 +32,21 @@ def test_bench_reports_every_method_with_its_ratios(tiny_model_dir):
     assert figures['parameters_m'] < 1 and figures['device'] == 'cpu'
 
 
+def test_bench_batch_times_questions_alone_in_turn_and_batched(tiny_model_dir):
+    model = str(tiny_model_dir('llava'))
+    figures = run_json(['vicrop', 'bench', '--model', model, '--batch', '3', '--methods',
+                        'rel_att,none', '--repeats', '1', '--warmup', '0', '--images', '1',
+                        '--size', '320x240', '--max-new-tokens', '2', '--json'])  # fmt: skip
+    assert figures['batch'] == 3 and set(figures['methods']) == {'rel_att', 'none'}
+    for entry in figures['methods'].values():
+        assert min(entry['one_ms'], entry['one_by_one_ms'], entry['batched_ms']) > 0
+        expected = entry['batched_ms'] / entry['one_ms']
+        assert entry['batched_vs_one'] == pytest.approx(expected, rel=0.01)
+    command = ['vicrop', 'bench', '--model', model, '--batch', '99']
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and '--batch must be 1 to 8' in result.stderr
+
+
 def test_reference_pipeline_finds_the_same_box_and_answer_as_vicrop(tiny_model):
     """The bench compares like with like: the reference-style run computes what ViCrop does."""
     from vicrop_ros.bench import QUESTION, bench_images, load_eager_twin, reference_answer

@@ -31,6 +31,17 @@ from .models.base import HfVisionLanguageModel
 from .models.loader import locate
 
 QUESTION = 'What does the small label on the bottle say?'
+# Questions a planner asks together about one scene (``--batch``): QUESTION first.
+BATCH_QUESTIONS = (
+    QUESTION,
+    'Which colour is the cap of the small bottle?',
+    'How many screws hold the cover plate?',
+    'Is the valve handle open or closed?',
+    'What number does the dial show?',
+    'Which way does the arrow on the box point?',
+    'Is the cable plugged into the socket?',
+    'What is written on the warning sign?',
+)
 
 
 def timed(device: torch.device, function, *args, **kwargs) -> tuple[float, object]:
@@ -165,6 +176,69 @@ def run_bench(model: HfVisionLanguageModel, eager: HfVisionLanguageModel | None,
     if device.type == 'cuda':
         peak['cuda_peak_mb'] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return {'methods': figures, **peak}
+
+
+def run_batch_bench(
+    model: HfVisionLanguageModel,
+    methods: list[str],
+    images: list[np.ndarray],
+    batch: int,
+    repeats: int,
+    warmup: int,
+    max_new_tokens: int,
+) -> dict:
+    """
+    Time ``batch`` questions about one frame three ways; return the medians (ms) and ratios.
+
+    ``one``: the first question alone on a fresh frame; ``one_by_one``: all of them in turn,
+    the frame's preparation reused (``reuse_frames``, a node with ``max_batch`` 1);
+    ``batched``: all of them as one :meth:`Vicrop.answer_batch` (a node with ``max_batch`` >=
+    ``batch``). Each round runs the three back to back on the same image.
+    """
+    if not 1 <= batch <= len(BATCH_QUESTIONS):
+        raise ValueError(f'--batch must be 1 to {len(BATCH_QUESTIONS)}, got {batch}')
+    device = model.device
+    config = VicropConfig(max_new_tokens=max_new_tokens)
+    questions = list(BATCH_QUESTIONS[:batch])
+    figures = {}
+    for method in methods:
+        timings = {name: Timing([]) for name in ('one', 'one_by_one', 'batched')}
+        for index in range(warmup + repeats):
+            image = images[index % len(images)]
+            one, _ = timed(device, Vicrop(model, config), image, QUESTION, method=method)
+            in_turn, _ = timed(device, _in_turn, Vicrop(model, config, reuse_frames=1), image,
+                               questions, method)  # fmt: skip
+            together, outcomes = timed(device, Vicrop(model, config).answer_batch, image,
+                                       questions, method=method)  # fmt: skip
+            failed = [o for o in outcomes if isinstance(o, Exception)]
+            if failed:
+                raise RuntimeError(f'a batched question failed: {failed[0]}')
+            if index >= warmup:
+                for name, ms in (('one', one), ('one_by_one', in_turn), ('batched', together)):
+                    timings[name].samples.append(ms)
+        medians = {f'{name}_ms': round(t.median, 1) for name, t in timings.items()}
+        figures[method] = medians | {
+            'batched_vs_one': round(medians['batched_ms'] / medians['one_ms'], 3),
+            'one_by_one_vs_one': round(medians['one_by_one_ms'] / medians['one_ms'], 3),
+        }
+    return {'batch': batch, 'methods': figures}
+
+
+def _in_turn(vicrop: Vicrop, image: np.ndarray, questions: list[str], method: str) -> list:
+    """Answer ``questions`` about ``image`` one after another; return the results."""
+    return [vicrop(image, question, method=method) for question in questions]
+
+
+def format_batch_table(figures: dict) -> str:
+    """Return the ``--batch`` figures as a fixed-width table."""
+    n = figures['batch']
+    lines = [f'method     {"one":>10}{f"{n} in turn":>12}{f"{n} batched":>12}'
+             f'{"turn/one":>10}{"batch/one":>10}']  # fmt: skip
+    for method, entry in figures['methods'].items():
+        lines.append(f'{method:<11}{entry["one_ms"]:>10.0f}{entry["one_by_one_ms"]:>12.0f}'
+                     f'{entry["batched_ms"]:>12.0f}{entry["one_by_one_vs_one"]:>10.2f}'
+                     f'{entry["batched_vs_one"]:>10.2f}')  # fmt: skip
+    return '\n'.join(lines)
 
 
 def format_table(figures: dict) -> str:

@@ -136,7 +136,14 @@ def _bench(args: argparse.Namespace) -> int:
     """Time ViCrop against plain answers and the reference-style pipeline; print the figures."""
     import platform
 
-    from .bench import bench_images, format_table, load_eager_twin, run_bench
+    from .bench import (
+        bench_images,
+        format_batch_table,
+        format_table,
+        load_eager_twin,
+        run_batch_bench,
+        run_bench,
+    )
 
     try:
         model = _load_model(args)
@@ -144,12 +151,20 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     if args.no_shared_prefix:
         model.shares_prefix = False  # this adapter object only
-    eager = None if args.no_reference else load_eager_twin(model)
     width, height = (int(v) for v in args.size.lower().split('x'))
-    figures = run_bench(
-        model, eager, args.methods.split(','), bench_images(args.images, (width, height)),
-        args.repeats, args.warmup, args.max_new_tokens,
-    )  # fmt: skip
+    images = bench_images(args.images, (width, height))
+    if args.batch:
+        try:
+            figures = run_batch_bench(model, args.methods.split(','), images, args.batch,
+                                      args.repeats, args.warmup, args.max_new_tokens)  # fmt: skip
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+        format_figures = format_batch_table
+    else:
+        eager = None if args.no_reference else load_eager_twin(model)
+        figures = run_bench(model, eager, args.methods.split(','), images, args.repeats,
+                            args.warmup, args.max_new_tokens)  # fmt: skip
+        format_figures = format_table
     figures |= {
         'model': args.model,
         'parameters_m': round(sum(p.numel() for p in model.model.parameters()) / 1e6, 1),
@@ -165,7 +180,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(figures))
     else:
-        print(format_table(figures))
+        print(format_figures(figures))
         extra = {k: v for k, v in figures.items() if k != 'methods'}
         print(' '.join(f'{k}={v}' for k, v in extra.items()))
     return 0
@@ -288,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument('--max-new-tokens', type=int, default=8)
     _add_loading_arguments(bench)
     bench.add_argument('--no-reference', action='store_true', help='skip the reference pipeline')
+    bench.add_argument(
+        '--batch', type=int, default=0, metavar='N',
+        help='instead: time N questions about one frame, one at a time and as one batch',
+    )  # fmt: skip
     bench.add_argument(
         '--no-shared-prefix', action='store_true',
         help='time the path without prefix sharing (the "before" of a before/after ratio)',
