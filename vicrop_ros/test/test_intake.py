@@ -164,6 +164,18 @@ def test_the_queue_serves_the_cameras_in_turn_oldest_first_within_each():
     assert queue.take(0.0) is None and len(queue) == 0
 
 
+def test_a_quiet_camera_goes_before_the_backlog_of_a_busy_one():
+    queue = JobQueue(capacity=20)
+    for job_id, camera in [('a1', 'r1_head'), ('a2', 'r1_head'), ('a3', 'r1_head'),
+                           ('q1', 'r2_head')]:  # fmt: skip
+        assert queue.offer(queued_job(job_id, camera)) == ''
+    assert [queue.take(0.0).id for _ in range(3)] == ['a1', 'q1', 'a2']
+    # r2_head asks again: it was served before r1_head was last, so it goes first, not behind
+    # r1_head's backlog as a lane that joins the end of a round would.
+    assert queue.offer(queued_job('q2', 'r2_head')) == ''
+    assert [queue.take(0.0).id for _ in range(2)] == ['q2', 'a3']
+
+
 def test_jobs_taken_with_another_leave_the_queue_oldest_first_and_the_turns_stay():
     queue = JobQueue(capacity=20, monotonic=lambda: 7.0)
     for job_id, camera in [('a1', 'r1'), ('b1', 'r2'), ('a2', 'r1'), ('a3', 'r1'), ('b2', 'r2')]:

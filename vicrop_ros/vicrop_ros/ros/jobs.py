@@ -1,6 +1,6 @@
 """A question on its way to exactly one Answer, and the bounded queue in front of the model."""
 
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 import threading
@@ -113,8 +113,10 @@ class JobQueue:
     Questions waiting for the one inference worker, served fairly across cameras.
 
     Each source (a camera, or ``image`` for images sent with requests) has a lane; ``take``
-    serves the lanes round-robin, oldest first within a lane, so a chatty robot's questions
-    about its own cameras cannot starve another robot's. At most ``capacity`` jobs wait in all
+    serves the lane whose source was served least recently (first-come among those never
+    served), oldest first within a lane. Busy lanes thus take turns, and a camera that has had
+    nothing to ask for a while goes first when it asks: a quiet robot's question waits for the
+    question in progress, not behind a chatty robot's queue. At most ``capacity`` jobs wait in all
     and ``lane_capacity`` in one lane. Jobs leave either by ``take`` (the worker) or by
     ``remove`` (cancel, timeout while queued).
     """
@@ -133,7 +135,9 @@ class JobQueue:
         self.capacity = capacity
         self.lane_limit = lane_limit
         self._monotonic = monotonic
-        self._lanes: OrderedDict[str, deque[Job]] = OrderedDict()  # next served first
+        self._lanes: dict[str, deque[Job]] = {}  # source -> its waiting jobs, oldest first
+        self._served: dict[str, int] = {}  # source -> the turn it was last served at
+        self._turn = 0
         self._count = 0
         self._cv = threading.Condition()
         self._closed = False
@@ -172,20 +176,22 @@ class JobQueue:
         """
         Return the next job, waiting up to ``timeout_s``; None on timeout or when closed.
 
-        The next job is the oldest of the lane whose turn it is; that lane then goes last.
+        The next job is the oldest of the lane served least recently (see the class docstring).
         """
         with self._cv:
             if not self._cv.wait_for(lambda: self._count or self._closed, timeout_s):
                 return None
             if self._closed:
                 return None
-            source, lane = next(iter(self._lanes.items()))
+            source = min(self._lanes, key=lambda name: (self._served.get(name, -1),
+                                                        self._lanes[name][0].arrival))  # fmt: skip
+            lane = self._lanes[source]
             job = lane.popleft()
             self._count -= 1
-            if lane:
-                self._lanes.move_to_end(source)
-            else:
+            if not lane:
                 del self._lanes[source]
+            self._served[source] = self._turn
+            self._turn += 1
             job.started = self._monotonic()
             return job
 
@@ -194,7 +200,7 @@ class JobQueue:
         Remove and return up to ``limit`` waiting jobs for which ``wanted(job)``, oldest first.
 
         For jobs served together with the one just taken (the same frame): they leave the queue
-        as if taken, ``Job.started`` set, and their lanes keep their turn.
+        as if taken, ``Job.started`` set, with the lane of the job taken before them.
         """
         with self._cv:
             chosen = sorted((job for lane in self._lanes.values() for job in lane if wanted(job)),

@@ -100,7 +100,8 @@ NODE_SPECS: tuple[Spec, ...] = (  # every parameter but the cameras and theirs
          minimum=1, maximum=1000),
     Spec('max_pending_per_camera', 0,
          'Questions about one camera (or about images sent with requests) that may wait; more '
-         'are answered BUSY. The queue serves the cameras in turn. 0 = max_pending.',
+         'are answered BUSY. The queue serves first the camera served least recently. '
+         '0 = max_pending.',
          minimum=0, maximum=1000),
     Spec('max_batch', 4,
          'Questions about the same camera frame that are answered together: one shared image '
