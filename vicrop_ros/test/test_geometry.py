@@ -68,6 +68,33 @@ def test_stitched_tile_maps_put_a_hot_spot_back_in_place(size):
     assert box.is_inside(*size) and box.contains(hot_x, hot_y)
 
 
+def test_a_padded_tile_does_not_overwrite_its_neighbour():
+    """
+    A padded tile's map speaks for its tile only.
+
+    LLaVA pads each 640x720 tile of a 1280x720 frame to 720x720: its map's extent reaches 40 px
+    into the next tile. The right tile's padding (a spurious peak, as in attention over padding)
+    must not replace the left tile's own cells there, nor win the box.
+    """
+    size = (1280, 720)
+    left, right = tile_boxes(size, 1024)
+    assert (left.width, right.x0) == (640, 640)
+    values = np.full((16, 16), 0.01, np.float32)
+    hot_left = values.copy()
+    hot_left[8, 14] = 1.0  # x 585-630 of the left tile: inside it, near its right edge
+    spurious = values.copy()
+    spurious[8, 0] = 50.0  # x 600-645: the right tile's padding, over the left tile
+    maps = [SaliencyMap(m, (-40.0, 0.0, 680.0, 720.0), (0.0, 0.0, 640.0, 720.0)).shifted(t.x0, 0)
+            for m, t in ((hot_left, left), (spurious, right))]  # fmt: skip
+    assert maps[1].bounds == (640.0, 0.0, 1280.0, 720.0)
+    grid = project_to_image(maps, size)
+    row, col = np.unravel_index(np.argmax(grid), grid.shape)
+    cell = size[0] / grid.shape[1]
+    assert grid.max() == 1.0 and 585 <= (col + 0.5) * cell < 630 and row == grid.shape[0] // 2
+    unbounded = [SaliencyMap(m.values, m.extent) for m in maps]  # what was done before
+    assert project_to_image(unbounded, size).max() == 50.0
+
+
 def test_projection_of_a_centre_crop_leaves_the_unseen_sides_empty():
     extent = centre_crop_extent((640, 480), 336, (336, 336))
     assert extent == pytest.approx((80.0, 0.0, 560.0, 480.0))

@@ -23,10 +23,13 @@ class SaliencyMap:
     ``values``: (rows, cols) float32, finite, >= 0; row-major, row 0 at the top.
     ``extent``: (x0, y0, x1, y1) in source-image pixels (floats), the rectangle the grid covers. It
     may reach past the image (padding) or cover only part of it (centre crop).
+    ``bounds``: (x0, y0, x1, y1) in source-image pixels, the image the model was shown (a tile
+    of a large frame, without its padding): the map speaks only for that. None: its extent.
     """
 
     values: np.ndarray  # (rows, cols)
     extent: tuple[float, float, float, float]
+    bounds: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         """Check the shape, the values and the extent."""
@@ -51,9 +54,12 @@ class SaliencyMap:
         return ((x1 - x0) / cols, (y1 - y0) / rows)
 
     def shifted(self, dx: float, dy: float) -> 'SaliencyMap':
-        """Return the same map with its extent moved by (dx, dy) pixels (tile to full image)."""
-        x0, y0, x1, y1 = self.extent
-        return SaliencyMap(self.values, (x0 + dx, y0 + dy, x1 + dx, y1 + dy))
+        """Return the map with its extent and bounds moved by (dx, dy) pixels (tile to image)."""
+
+        def moved(box):
+            return None if box is None else (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+
+        return SaliencyMap(self.values, moved(self.extent), moved(self.bounds))
 
 
 def project_to_image(
@@ -65,8 +71,9 @@ def project_to_image(
     ``image_size`` is (width, height) in pixels. The result has (rows, cols) =
     (round(height / cell), round(width / cell)), at least 1 each, so its cells tile the image
     exactly; ``cell_size`` defaults to the smallest cell side among ``maps``. Each output cell
-    takes the value of the map cell under its centre; cells no map covers are 0. Maps must not
-    overlap (tiles); where they do, the later map wins.
+    takes the value of the map cell under its centre, from the map whose bounds hold that
+    centre (a padded tile's extent reaches into its neighbour, its bounds do not); cells no map
+    covers are 0. Bounds must not overlap (tiles); where they do, the later map wins.
 
     One map that spans exactly the whole image already tiles it: it is returned as it is (a
     Qwen map, whose cells are not square, keeps its rows and columns), unless ``cell_size``
@@ -91,6 +98,10 @@ def project_to_image(
         )  # (cols,) map column under each centre
         row = np.floor((centres_y - y0) / cell_h).astype(int)  # (rows,)
         col_ok, row_ok = (col >= 0) & (col < map_cols), (row >= 0) & (row < map_rows)
+        if m.bounds is not None:
+            bx0, by0, bx1, by1 = m.bounds
+            col_ok &= (centres_x >= bx0) & (centres_x < bx1)
+            row_ok &= (centres_y >= by0) & (centres_y < by1)
         out[np.ix_(row_ok, col_ok)] = m.values[np.ix_(row[row_ok], col[col_ok])]
     return out
 

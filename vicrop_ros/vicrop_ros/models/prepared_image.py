@@ -42,6 +42,8 @@ class HfPreparedImage:
         """Compute the model's view of ``image`` (HWC uint8 RGB) and, if answered, its prefix."""
         self.model = model
         self.view, self.extent = model.model_view(image)
+        height, width = image.shape[:2]
+        self.bounds = (0.0, 0.0, float(width), float(height))  # what the maps speak for
         self.prefix: Prefix | None = None  # the shared prefix, once computed
         if model.shares_prefix and answers:
             self.prefix = model.encode_prefix(self.view)
@@ -68,7 +70,11 @@ class HfPreparedImage:
         if method is None:
             raise ValueError(f'method {config.method.value!r} computes no saliency map')
         grids = method(list(questions), config)
-        return [SaliencyMap(g.detach().float().cpu().numpy(), self.extent) for g in grids]
+        return [self._map(grid) for grid in grids]
+
+    def _map(self, grid: torch.Tensor) -> SaliencyMap:
+        """Return ``grid`` (rows, cols) as the image's SaliencyMap (extent and bounds)."""
+        return SaliencyMap(grid.detach().float().cpu().numpy(), self.extent, self.bounds)
 
     def answer(
         self,
@@ -201,8 +207,7 @@ class HfPreparedImage:
         (extent in image pixels): what rel-att divides, before the division.
         """
         return [
-            SaliencyMap(self._attention_grids((question,), config, index)[0].float().cpu().numpy(),
-                        self.extent)
+            self._map(self._attention_grids((question,), config, index)[0])
             for index in range(len(self.model.decoder_layers))
         ]  # fmt: skip
 
