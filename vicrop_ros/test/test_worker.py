@@ -141,9 +141,9 @@ def test_questions_queued_about_one_frame_are_answered_together_as_each_alone(se
     questions = ['What does the label say?', 'Which colour is the cap?', 'Is it open?',
                  'How many are there?', 'What is it?']  # fmt: skip
     methods = ['', '', 'rel_att', '', 'none']  # '' is the node's: rel_att as well
-    jobs = [intake.submit(intake.job_from_request(Ask.Request(id=f'batch-{i}', question=q,
-                                                               method=m)))
-            for i, (q, m) in enumerate(zip(questions, methods, strict=True))]  # fmt: skip
+    requests = [Ask.Request(id=f'batch-{i}', question=q, method=m)
+                for i, (q, m) in enumerate(zip(questions, methods, strict=True))]  # fmt: skip
+    jobs = [intake.submit(intake.job_from_request(request)) for request in requests]
     served.engine.batches.clear()
     try:
         while (job := intake.queue.take(0.0)) is not None:

@@ -517,21 +517,23 @@ class HfVisionLanguageModel:
         """
         encoded = [self.encode([views], [self.prompt(self.format_question(q, config), len(views))])
                    for views, q in zip(rows, questions, strict=True)]  # fmt: skip
+        shared = prefix.length  # tokens every row takes from the prefix's cache
         tails = []
         for inputs in encoded:
             ids = inputs['input_ids'][0]
-            if not torch.equal(ids[: prefix.length], prefix.ids[0].to(ids.device)):
+            if not torch.equal(ids[:shared], prefix.ids[0].to(ids.device)):
                 raise RuntimeError('the answer prompt does not start with the shared prefix')
-            tails.append(ids[prefix.length :])
+            tails.append(ids[shared:])
         batch, width = len(tails), max(len(tail) for tail in tails)
-        ids = torch.full((batch, prefix.length + width), self.processor.tokenizer.pad_token_id,
+        ids = torch.full((batch, shared + width), self.processor.tokenizer.pad_token_id,
                          dtype=prefix.ids.dtype, device=self.device)  # fmt: skip
         mask = torch.zeros_like(ids)
-        ids[:, : prefix.length] = prefix.ids
-        mask[:, : prefix.length] = 1
+        ids[:, :shared] = prefix.ids
+        mask[:, :shared] = 1
         for row, tail in enumerate(tails):
-            ids[row, ids.shape[1] - len(tail) :] = tail
-            mask[row, ids.shape[1] - len(tail) :] = 1
+            start = ids.shape[1] - len(tail)  # each row's own tokens end at the last column
+            ids[row, start:] = tail
+            mask[row, start:] = 1
         grids = [inputs['image_grid_thw'] for inputs in encoded if 'image_grid_thw' in inputs]
         positions = self.positions(ids, torch.cat(grids) if grids else None, mask)
         if positions is None:  # a token's position counts the real tokens before it
@@ -539,13 +541,14 @@ class HfVisionLanguageModel:
         cache = prefix.cache(batch)
         if width > 1:
             images = self.stack_image_inputs([self.images_after_first(e) for e in encoded])
-            middle = {'input_ids': ids[:, prefix.length : -1], 'attention_mask': mask[:, :-1],
-                      'position_ids': positions[..., prefix.length : -1]}  # fmt: skip
+            middle = {'input_ids': ids[:, shared:-1], 'attention_mask': mask[:, :-1],
+                      'position_ids': positions[..., shared:-1]}  # fmt: skip
             self.fill_cache(cache, middle | images)
         output, stopped = self.greedy_rows(
             config, stops, input_ids=ids, attention_mask=mask, cache=cache
         )
-        answers = self.processor.batch_decode(output[:, ids.shape[1] :], skip_special_tokens=True)
+        prompt_length = ids.shape[1]
+        answers = self.processor.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
         return [Canceled('canceled while decoding the answer') if halted else answer.strip()
                 for answer, halted in zip(answers, stopped, strict=True)]  # fmt: skip
 
