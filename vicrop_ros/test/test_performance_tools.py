@@ -112,8 +112,10 @@ def test_the_fleet_load_test_gives_each_robot_its_cameras_and_a_share_of_the_que
     from vicrop_ros.ros import fleet_load_test
     from vicrop_ros.ros.params import cameras_problem
 
-    document = yaml.safe_load(fleet_load_test.fleet_parameters(robots=4, max_pending=16))
+    document = yaml.safe_load(fleet_load_test.fleet_parameters(robots=4, max_pending=16,
+                                                               max_batch=1))  # fmt: skip
     values = document['/**']['ros__parameters']
+    assert values['max_batch'] == 1
     assert values['cameras'][:3] == ['r1_head', 'r1_wrist', 'r2_head']
     assert len(values['cameras']) == 8 and cameras_problem(values['cameras']) is None
     assert values['r3_wrist'] == {'topic': '/r3/wrist_camera/image_raw'}
@@ -125,3 +127,6 @@ def test_the_fleet_load_test_gives_each_robot_its_cameras_and_a_share_of_the_que
     figures = fleet_load_test.robot_figures(sent, answers, 'balanced', 2)
     assert figures == {'asked': 3, 'answered': 2, 'busy': 1, 'ok_p50_ms': 500.0,
                        'ok_p95_ms': 500.0}  # fmt: skip
+    # one OK answer of the balanced phase, 0.5 s after it began at 10.0: 2 per second
+    assert fleet_load_test.phase_throughput(sent, answers, 'balanced', 10.0) == 2.0
+    assert fleet_load_test.phase_throughput(sent, answers, 'skewed', 13.0) is None

@@ -2,16 +2,20 @@
 ``vicrop-load-test --robots N``: a fleet of robots, two cameras each, into one node.
 
     vicrop-load-test --robots 4 [--rate 1] [--skew 10] [--seconds 20] [--camera-size 640x480]
-                     [--camera-rate 15] [--max-pending 16] [--model DIR] [--json]
+                     [--camera-rate 15] [--max-pending 16] [--burst 1] [--max-batch 4]
+                     [--model DIR] [--json]
 
 Starts ``vicrop_node`` with the cameras ``r1_head``, ``r1_wrist``, ... (topics
 ``/r<i>/head_camera/image_raw``, ...) and streams them all. It measures the node's CPU while the
 streams run and nobody asks, then runs two phases of ``--seconds`` each: *balanced*, every
-robot's planner asking at ``--rate`` Hz (its head and wrist cameras in turn), and *skewed*, robot
-1 asking ``--skew`` times as often. It prints per robot and phase: asked, answered, busy, p50
-and p95 latency of OK answers; the questions without exactly one answer; the node's RSS; and
-the others' p95 in the skewed phase over the balanced one (the fair queue's effect). Exit status
-1 when a question did not get exactly one answer, or got one other than OK/BUSY.
+robot's planner asking at ``--rate`` Hz (its head and wrist cameras in turn; ``--burst`` questions
+about the camera at once, as a behaviour tree checking several details of one scene), and
+*skewed*, robot 1 asking ``--skew`` times as often. It prints per robot and phase: asked,
+answered, busy, p50 and p95 latency of OK answers; each phase's OK answers per second; the
+questions without exactly one answer; the node's RSS; and the others' p95 in the skewed phase
+over the balanced one (the fair queue's effect). ``--max-batch`` sets the node's ``max_batch``
+(1: batching off). Exit status 1 when a question did not get exactly one answer, or got one other
+than OK/BUSY.
 """
 
 import argparse
@@ -51,7 +55,7 @@ def camera_names(robots: int) -> list[tuple[str, str]]:
             for robot in range(1, robots + 1) for kind in CAMERA_KINDS]  # fmt: skip
 
 
-def fleet_parameters(robots: int, max_pending: int) -> str:
+def fleet_parameters(robots: int, max_pending: int, max_batch: int = 4) -> str:
     """
     Return the node's params file (YAML text) for ``robots`` robots.
 
@@ -61,6 +65,7 @@ def fleet_parameters(robots: int, max_pending: int) -> str:
     lines = ['/**:', '  ros__parameters:',
              f'    cameras: [{", ".join(name for name, _ in cameras)}]',
              f'    max_pending: {max_pending}',
+             f'    max_batch: {max_batch}',
              f'    max_pending_per_camera: {max(1, max_pending // len(cameras))}',
              '    max_new_tokens: 4',
              '    publish_saliency: false']  # fmt: skip
@@ -68,16 +73,25 @@ def fleet_parameters(robots: int, max_pending: int) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def planner(robot: int, rate_hz: float, seconds: float, phase: str, questions, sent: dict) -> None:
-    """Ask about robot ``robot``'s cameras in turn at ``rate_hz`` for ``seconds``."""
+BURST_QUESTIONS = ('What is on the table?', 'What colour is the cube?', 'What does the card say?',
+                   'Which way does the needle point?')  # fmt: skip
+
+
+def planner(robot: int, rate_hz: float, seconds: float, phase: str, questions, sent: dict,
+            burst: int = 1) -> None:  # fmt: skip
+    """
+    Ask about robot ``robot``'s cameras in turn at ``rate_hz`` for ``seconds``.
+
+    Each time, ``burst`` questions about the one camera are published at once.
+    """
     start, index = time.monotonic(), 0
     while time.monotonic() - start < seconds:
-        question_id = f'{phase}-r{robot}-{index}'
         camera = f'r{robot}_{CAMERA_KINDS[index % 2]}'
-        sent[question_id] = (phase, robot, time.monotonic())
-        questions.publish(
-            Question(id=question_id, question='What is on the table?', camera=camera)
-        )
+        for detail in range(burst):
+            question_id = f'{phase}-r{robot}-{index}-{detail}'
+            sent[question_id] = (phase, robot, time.monotonic())
+            text = BURST_QUESTIONS[detail % len(BURST_QUESTIONS)]
+            questions.publish(Question(id=question_id, question=text, camera=camera))
         index += 1
         time.sleep(max(0.0, start + index / rate_hz - time.monotonic()))
 
@@ -103,7 +117,7 @@ def run(args: argparse.Namespace) -> dict:
     use_dds_profile(args.dds_profile)
     scratch = tempfile.TemporaryDirectory(prefix='vicrop-fleet-')
     params = Path(scratch.name) / 'fleet.yaml'
-    params.write_text(fleet_parameters(args.robots, args.max_pending))
+    params.write_text(fleet_parameters(args.robots, args.max_pending, args.max_batch))
     node_process = start_node(args.model, Path(scratch.name), name=NODE, params_file=params)
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -122,6 +136,7 @@ def run(args: argparse.Namespace) -> dict:
     spinner.start()
     stop = threading.Event()
     sent: dict[str, tuple[str, int, float]] = {}
+    phase_start: dict[str, float] = {}
     try:
         deadline = time.monotonic() + args.wait
         while any(p.get_subscription_count() == 0 for p in [questions, *cameras]):
@@ -139,10 +154,11 @@ def run(args: argparse.Namespace) -> dict:
         idle_cpu = (sum(process.cpu_times()[:2]) - cpu_start) / (time.monotonic() - wall_start)
         rss_start = process.memory_info().rss
         for phase, skew in (('balanced', 1.0), ('skewed', args.skew)):
+            phase_start[phase] = time.monotonic()
             planners = [
                 threading.Thread(target=planner, args=(
                     robot, args.rate * (skew if robot == 1 else 1.0), args.seconds, phase,
-                    questions, sent))
+                    questions, sent, args.burst))
                 for robot in range(1, args.robots + 1)
             ]  # fmt: skip
             for thread in planners:
@@ -167,7 +183,12 @@ def run(args: argparse.Namespace) -> dict:
 
     balanced, skewed = others_p95('balanced'), others_p95('skewed')
     statuses = Counter(STATUS_NAMES[a[0][0].status] for a in answers.values())
+    throughput = {phase: phase_throughput(sent, answers, phase, start)
+                  for phase, start in phase_start.items()}  # fmt: skip
     return {
+        'burst': args.burst,
+        'max_batch': args.max_batch,
+        'ok_per_s': throughput,
         'robots': args.robots,
         'cameras': f'{2 * args.robots} x {args.camera_size} at {args.camera_rate:g} Hz',
         'rate_hz': args.rate,
@@ -185,6 +206,13 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def phase_throughput(sent: dict, answers: dict, phase: str, start: float) -> float | None:
+    """Return the OK answers of ``phase`` per second, from its start to its last OK answer."""
+    done = [answers[i][0][1] for i, (p, _, _) in sent.items()
+            if p == phase and i in answers and answers[i][0][0].status == Answer.OK]  # fmt: skip
+    return round(len(done) / (max(done) - start), 2) if done else None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the fleet options (used with ``--robots``)."""
     fleet = parser.add_argument_group('fleet (--robots N)')
@@ -195,6 +223,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument('--idle-seconds', type=float, default=5.0,
                        help='window of the idle CPU measurement')  # fmt: skip
     fleet.add_argument('--camera-size', default='640x480', help='every camera WIDTHxHEIGHT')
+    fleet.add_argument('--burst', type=int, default=1,
+                       help='questions a planner asks at once about one camera')  # fmt: skip
+    fleet.add_argument('--max-batch', type=int, default=4,
+                       help="the node's max_batch (1: no batching)")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
