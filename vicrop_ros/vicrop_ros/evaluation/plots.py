@@ -49,7 +49,7 @@ def _accuracy_plot(summary: dict, path: Path, title: str) -> Path:
         axes.plot([buckets.index(b) for b in shown], [by_size[b] for b in shown], marker='o',
                   label=name)  # fmt: skip
     axes.set_xticks(range(len(buckets)), [f'{b} px' for b in buckets])
-    axes.set_xlabel('target size (longest side, frame pixels)')
+    axes.set_xlabel('target size as the model sees it (longest side, px at its input)')
     axes.set_ylabel('VQA accuracy (%)')
     axes.set_ylim(0, 100)
     axes.grid(alpha=0.3)
@@ -62,18 +62,28 @@ def _accuracy_plot(summary: dict, path: Path, title: str) -> Path:
 
 
 def _attention_plot(ratios: dict, path: Path, title: str) -> Path:
-    """Plot the attention ratio against the decoder layer, for right and wrong answers."""
+    """
+    Plot the attention ratio against the decoder layer, for right and wrong answers.
+
+    The ratio axis is linear up to 1 (no more attention in the box than elsewhere: the dashed
+    line) and logarithmic above, so a median of 0 and one of thousands both show.
+    """
     plt = _pyplot()
     figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    layer_count = 0
     for name in ('right', 'wrong'):
         values = ratios.get(name) or []
+        layer_count = max(layer_count, len(values))
         layers = [i for i, v in enumerate(values) if v is not None]
         if layers:
             axes.plot(layers, [values[i] for i in layers], marker='o',
                       label=f'{name} answers ({ratios[f"count_{name}"]})')  # fmt: skip
     axes.axhline(1.0, color='grey', linestyle='--', linewidth=1)
+    axes.set_yscale('symlog', linthresh=1.0)
+    axes.set_ylim(bottom=0.0)  # a ratio is never negative
+    axes.set_xticks(range(layer_count))
     axes.set_xlabel('decoder layer (0-based)')
-    axes.set_ylabel('attention ratio (in box / elsewhere)')
+    axes.set_ylabel('attention ratio, median (in box / elsewhere)')
     axes.grid(alpha=0.3)
     axes.legend()
     axes.set_title(title or 'attention to the ground-truth box, by layer')
