@@ -12,16 +12,17 @@ from vicrop_ros.evaluation.evaluate import Record, oracle_box, size_bucket, summ
 
 @pytest.mark.parametrize(
     ('size', 'bucket'),
-    [(5, '<16'), (15, '<16'), (16, '16-31'), (31, '16-31'), (32, '32-63'), (64, '>=64'),
+    [(5, '<16'), (15.9, '<16'), (16, '16-31'), (31.5, '16-31'), (32, '32-63'), (64, '>=64'),
      (None, 'unknown')],
 )  # fmt: skip
 def test_targets_fall_into_size_buckets_by_their_longest_side(size, bucket):
     assert size_bucket(size, (16, 32, 64)) == bucket
 
 
-def record(question_id, condition, accuracy, size, latency=10.0):
-    """Return a Record with only the fields the summary reads set."""
-    return Record(question_id, condition, 'x', accuracy, latency, size, 'card', None)
+def record(question_id, condition, accuracy, seen, latency=10.0):
+    """Return a Record with only the fields the summary reads set (``seen``: seen_px)."""
+    return Record(question_id, condition, 'x', accuracy, latency, 4 * seen, 'card', None,
+                  seen_px=seen)  # fmt: skip
 
 
 def test_the_summary_gives_accuracy_per_condition_and_size_bucket():
@@ -69,6 +70,8 @@ def test_vicrop_eval_scores_every_condition_on_a_synthetic_set(tiny_model_dir, t
     records = json.loads(records_path.read_text())
     assert len(records) == 9
     assert all((r['box'] is None) == (r['condition'] == 'none') for r in records)
+    # The tiny LLaVA's input is 336 px: a 12 px target of a 640x480 frame is seen at 6.3 px.
+    assert {(r['size_px'], r['seen_px']) for r in records} == {(12, 6.3)}
 
 
 @pytest.mark.parametrize(

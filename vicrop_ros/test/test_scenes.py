@@ -52,7 +52,7 @@ def test_a_written_synthetic_set_loads_back(tmp_path):
     questions = load_question_set(path)
     assert len(questions) == 7
     assert [q.kind for q in questions[:3]] == [k.value for k in TargetKind]
-    assert {q.size_px for q in questions} == {12, 48}
+    assert [q.size_px for q in questions] == [12, 12, 12, 48, 48, 48, 18]  # 1280x720: x 1.5
     for question in questions:
         assert question.image_path.is_file()
         assert len(question.answers) == 10 and len(set(question.answers)) == 1

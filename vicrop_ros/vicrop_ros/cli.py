@@ -256,7 +256,12 @@ def _train_demo_model(args: argparse.Namespace) -> int:
     settings = TrainSettings(
         vision_steps=args.vision_steps, steps=args.steps, batch=args.batch, seed=args.seed
     )
-    print(train_demo_model(args.out, settings, log=lambda line: print(line, file=sys.stderr)))
+    try:
+        out = train_demo_model(args.out, settings, lambda line: print(line, file=sys.stderr),
+                               args.reading_cache)  # fmt: skip
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    print(out)
     return 0
 
 
@@ -327,13 +332,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluation.add_argument('--seed', type=int, default=0, help='synthetic scenes: their seed')
     evaluation.add_argument(
-        '--sizes', default='14,20,28,40,56,80,112', help='synthetic: target sizes in px, in turn'
+        '--sizes',
+        default='14,20,28,40,56,80,112',
+        help='synthetic: target sizes in px of a 640x480 frame (1.5 times in 1280x720), in turn',
     )
     evaluation.add_argument(
         '--conditions', default='none,rel_att,grad_att,pure_grad,gt_crop',
         help="comma-separated: 'none' (no crop), methods, 'gt_crop' (the ground-truth box)",
     )  # fmt: skip
-    evaluation.add_argument('--buckets', default='16,32,64', help='target sizes starting buckets')
+    evaluation.add_argument(
+        '--buckets',
+        default='8,16',
+        help='target sizes as the model sees them (px at its input) that start the size buckets',
+    )
     evaluation.add_argument('--limit', type=int, help='the first N questions only')
     evaluation.add_argument('--max-new-tokens', type=int, default=8)
     _add_loading_arguments(evaluation)
@@ -360,6 +371,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument('--batch', type=int, default=defaults.batch)
     train.add_argument('--seed', type=int, default=defaults.seed)
+    train.add_argument(
+        '--reading-cache', metavar='FILE',
+        help='take the first stage from FILE if it exists (same settings), else write it there',
+    )  # fmt: skip
     train.set_defaults(run=_train_demo_model)
 
     tiny = commands.add_parser('make-tiny-model', help='write a tiny random model (offline)')

@@ -32,8 +32,10 @@ from .vqa_accuracy import vqa_accuracy
 
 GT_CROP = 'gt_crop'
 CONDITIONS = tuple(m.value for m in Method) + (GT_CROP,)  # 'none' first: the frame alone
-# Target sizes (longest side, frame pixels) that start each size bucket after the first.
-DEFAULT_BUCKET_EDGES = (16, 32, 64)
+# Target sizes as the model sees them (longest side, pixels at the model's input: size_px x base
+# size / the frame's longer side) that start each bucket after the first: small (below 8 px a
+# card's digit is under 5 px: unreadable in the whole frame), medium, large.
+DEFAULT_BUCKET_EDGES = (8, 16)
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,10 @@ class Record:
     # Per decoder layer, first to last: the attention ratio of the ground-truth box (``none``
     # records of an evaluation with ``attention``; nan where undefined); else None.
     attention_ratios: tuple[float, ...] | None = None
+    # The target's longest side as the model sees the whole frame: pixels at its input (the
+    # box search's base size) = size_px x base size / the frame's longer side. The size buckets
+    # use it, so frames of any size compare. None without size_px.
+    seen_px: float | None = None
 
 
 def oracle_box(truth: Box, size: tuple[int, int], base_size: int, scales) -> Box:
@@ -147,6 +153,10 @@ def _answer(vicrop: Vicrop, question: EvalQuestion, image: np.ndarray, condition
         result = vicrop(image, question.question, method=Method(condition))
         prediction, box = result.answer, result.box
     latency = (time.perf_counter() - start) * 1000
+    height, width = image.shape[:2]
+    seen = None
+    if question.size_px is not None:
+        seen = round(question.size_px * vicrop.base_size() / max(width, height), 2)
     return Record(
         question_id=question.question_id,
         condition=condition,
@@ -156,17 +166,18 @@ def _answer(vicrop: Vicrop, question: EvalQuestion, image: np.ndarray, condition
         size_px=question.size_px,
         kind=question.kind,
         box=None if box is None else box.as_xyxy(),
+        seen_px=seen,
     )
 
 
-def size_bucket(size_px: int | None, edges: Sequence[int] = DEFAULT_BUCKET_EDGES) -> str:
-    """Return the bucket of a target of ``size_px``: '<16', '16-31', ..., '>=64', or 'unknown'."""
-    if size_px is None:
+def size_bucket(size: float | None, edges: Sequence[int] = DEFAULT_BUCKET_EDGES) -> str:
+    """Return the bucket of a target of ``size`` (px): '<8', '8-15', ..., '>=16', or 'unknown'."""
+    if size is None:
         return 'unknown'
-    if size_px < edges[0]:
+    if size < edges[0]:
         return f'<{edges[0]}'
     for low, high in itertools.pairwise(edges):
-        if low <= size_px < high:
+        if low <= size < high:
             return f'{low}-{high - 1}'
     return f'>={edges[-1]}'
 
@@ -175,16 +186,17 @@ def summarize(records: Sequence[Record], edges: Sequence[int] = DEFAULT_BUCKET_E
     """
     Return the figures of ``records``: per condition, accuracy and latency.
 
-    Per condition: the accuracy in %, overall and by size bucket (with each bucket's count), and
-    the median latency in ms; and the number of questions.
+    Per condition: the accuracy in %, overall and by size bucket (the target's size as the model
+    sees it, ``Record.seen_px``; with each bucket's count), and the median latency in ms; and
+    the number of questions.
     """
     conditions = list(dict.fromkeys(r.condition for r in records))
     summary = {'questions': len({r.question_id for r in records}), 'conditions': {}}
     for condition in conditions:
         rows = [r for r in records if r.condition == condition]
         buckets: dict[str, list[float]] = {}
-        for row in sorted(rows, key=lambda r: (r.size_px is None, r.size_px or 0)):
-            buckets.setdefault(size_bucket(row.size_px, edges), []).append(row.accuracy)
+        for row in sorted(rows, key=lambda r: (r.seen_px is None, r.seen_px or 0)):
+            buckets.setdefault(size_bucket(row.seen_px, edges), []).append(row.accuracy)
         summary['conditions'][condition] = {
             'accuracy': _percent([r.accuracy for r in rows]),
             'accuracy_by_size': {name: _percent(values) for name, values in buckets.items()},

@@ -18,6 +18,8 @@ import cv2
 from ..core.box import Box
 from .scenes import FRAME_SIZES, TargetKind, render_scene
 
+REFERENCE_FRAME = FRAME_SIZES[0]  # synthetic sets' sizes are for this (width, height)
+
 
 @dataclass(frozen=True)
 class EvalQuestion:
@@ -102,8 +104,10 @@ def write_synthetic_set(
     Write ``count`` synthetic scenes and their TextVQA-format set to ``out_dir``; return its path.
 
     Scene i uses seed ``seed * 1_000_003 + i``, target kind i mod 3, size ``sizes[i // 3 mod
-    len(sizes)]`` (so every kind meets every size) and the frame sizes in turn. Images are
-    PNG (lossless: a small digit survives) under ``out_dir/images``.
+    len(sizes)]`` (so every kind meets every size) and the frame sizes in turn. Sizes are for a
+    640x480 frame and grow with a frame's height (a 1280x720 frame's are 1.5 times larger), so
+    both frame sizes show the same range of targets to a model. Images are PNG (lossless: a
+    small digit survives) under ``out_dir/images``.
     """
     out = Path(out_dir)
     (out / 'images').mkdir(parents=True, exist_ok=True)
@@ -113,7 +117,8 @@ def write_synthetic_set(
         kind = kinds[i % len(kinds)]
         size = sizes[(i // len(kinds)) % len(sizes)]
         frame = FRAME_SIZES[(i // (len(kinds) * len(sizes))) % len(FRAME_SIZES)]
-        scene = render_scene(seed * 1_000_003 + i, kind, size, frame)
+        scaled = round(size * frame[1] / REFERENCE_FRAME[1])
+        scene = render_scene(seed * 1_000_003 + i, kind, scaled, frame)
         name = f'images/{seed}_{i:05d}.png'
         cv2.imwrite(str(out / name), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
         data.append(

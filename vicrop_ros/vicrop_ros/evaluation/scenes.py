@@ -42,6 +42,11 @@ COLOURS = {  # name -> RGB
     'purple': (135, 55, 165),
     'orange': (240, 135, 25),
 }
+# Wall and floor tones (RGB), each drawn with a small random shift per channel.
+WALLS = {'grey': (150, 150, 150), 'beige': (190, 172, 138), 'blue': (108, 128, 170),
+         'green': (118, 152, 112)}  # fmt: skip
+FLOORS = {'grey': (118, 118, 118), 'brown': (128, 94, 66), 'red': (150, 84, 80)}
+TONE_JITTER = 12  # grey levels, each way
 DIRECTIONS = {'up': (0, -1), 'right': (1, 0), 'down': (0, 1), 'left': (-1, 0)}  # image x, y
 ANSWERS = {
     TargetKind.CARD: DIGITS,
@@ -49,6 +54,7 @@ ANSWERS = {
     TargetKind.DIAL: tuple(DIRECTIONS),
 }
 FRAME_SIZES = ((640, 480), (1280, 720))  # (width, height)
+DIGIT_SHARE = 0.55  # a card's digit is this fraction of the card's height
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,7 @@ class Scene:
     kind: TargetKind
     box: Box  # the target's bounds, frame pixels
     size_px: int  # the target's longest side, frame pixels
+    description: str  # the room: 'a <wall> wall and a <floor> floor'
 
 
 def render_scene(
@@ -76,7 +83,8 @@ def render_scene(
     if not 6 <= size_px <= height // 3:
         raise ValueError(f'target size {size_px} px is outside 6..{height // 3} for {frame_size}')
     rng = np.random.default_rng(seed)
-    image = _background(rng, width, height)
+    wall, floor = (str(rng.choice(list(tones))) for tones in (WALLS, FLOORS))
+    image = _background(rng, width, height, WALLS[wall], FLOORS[floor])
     _clutter(rng, image, count=int(rng.integers(8, 20)))
     answer = str(rng.choice(ANSWERS[kind]))
     target_w, target_h = _target_extent(kind, size_px)
@@ -87,16 +95,22 @@ def render_scene(
     {TargetKind.CARD: _card, TargetKind.CUBE: _cube, TargetKind.DIAL: _dial}[kind](
         image, box, answer
     )
-    return Scene(image, QUESTIONS[kind], answer, kind, box, size_px)
+    description = f'a {wall} wall and a {floor} floor'
+    return Scene(image, QUESTIONS[kind], answer, kind, box, size_px, description)
 
 
-def random_window(rng: np.random.Generator, scene: Scene, side: int, holding: bool) -> np.ndarray:
-    """Return a square crop of ``scene``'s frame, ``side`` pixels, holding the target or not."""
+def window_box(rng: np.random.Generator, scene: Scene, side: int, holding: bool) -> Box:
+    """Return a square window on ``scene``'s frame, ``side`` pixels, holding the target or not."""
     height, width = scene.image.shape[:2]
     box = scene.box
     x0 = _window_start(rng, width, side, (box.x0, box.x1) if holding else None)
     y0 = _window_start(rng, height, side, (box.y0, box.y1) if holding else None)
-    return crop(scene.image, Box(x0, y0, x0 + side, y0 + side))
+    return Box(x0, y0, x0 + side, y0 + side)
+
+
+def random_window(rng: np.random.Generator, scene: Scene, side: int, holding: bool) -> np.ndarray:
+    """Return the pixels of :func:`window_box` (a view of the frame)."""
+    return crop(scene.image, window_box(rng, scene, side, holding))
 
 
 def _window_start(rng, length: int, side: int, span: tuple[int, int] | None) -> int:
@@ -114,14 +128,17 @@ def _target_extent(kind: TargetKind, size_px: int) -> tuple[int, int]:
     return size_px, size_px
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+def _background(
+    rng: np.random.Generator, width: int, height: int, wall: tuple, floor: tuple
+) -> np.ndarray:
     """
-    Return a floor-and-wall background: two shaded tones, a horizon, mild noise.
+    Return a floor-and-wall background: the two tones (RGB, shifted a little), a horizon, noise.
 
     The noise is the sum of a random byte's two nibbles, less 15: triangular, standard deviation
     6.5 grey levels, and cheap enough for a trainer that draws thousands of HD frames.
     """
-    wall, floor = rng.integers(70, 190, (2, 3))
+    shift = rng.integers(-TONE_JITTER, TONE_JITTER + 1, (2, 3))
+    wall, floor = np.asarray(wall) + shift[0], np.asarray(floor) + shift[1]
     horizon = int(rng.uniform(0.3, 0.6) * height)
     rows = np.arange(height)[:, None, None]
     tones = (np.where(rows < horizon, wall, floor) * (1.0 - 0.25 * rows / height)).astype(np.int16)
@@ -131,11 +148,17 @@ def _background(rng: np.random.Generator, width: int, height: int) -> np.ndarray
 
 
 def _clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
-    """Draw ``count`` distractors that are none of the target kinds, in muted colours."""
+    """
+    Draw ``count`` distractors that are none of the target kinds, in muted colours.
+
+    Muted: a grey level of 40 to 200 with each channel shifted by at most 25, so no distractor
+    has a cube's saturated colour or a card's white.
+    """
     height, width = image.shape[:2]
     scale = height / 480
     for _ in range(count):
-        colour = tuple(int(c) for c in rng.integers(30, 200, 3))
+        grey, tint = int(rng.integers(40, 201)), rng.integers(-25, 26, 3)
+        colour = tuple(int(c) for c in (grey + tint).clip(0, 255))
         x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
         size = int(rng.uniform(10, 70) * scale)
         shape = int(rng.integers(0, 4))
@@ -154,12 +177,12 @@ def _clutter(rng: np.random.Generator, image: np.ndarray, count: int) -> None:
 
 
 def _card(image: np.ndarray, box: Box, digit: str) -> None:
-    """Draw a white card with a dark border and ``digit`` filling most of it."""
+    """Draw a white label card with a dark border and ``digit`` in its middle (DIGIT_SHARE)."""
     cv2.rectangle(image, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (245, 245, 240), -1)
     cv2.rectangle(image, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), (60, 60, 60), 1)
     font = cv2.FONT_HERSHEY_SIMPLEX
     (text_w, text_h), _ = cv2.getTextSize(digit, font, 1.0, 2)
-    scale = 0.7 * box.height / text_h
+    scale = DIGIT_SHARE * box.height / text_h
     thickness = max(1, round(scale * 2))
     (text_w, text_h), _ = cv2.getTextSize(digit, font, scale, thickness)
     origin = (box.x0 + (box.width - text_w) // 2, box.y0 + (box.height + text_h) // 2)

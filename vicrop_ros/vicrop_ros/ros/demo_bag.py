@@ -43,7 +43,7 @@ class View:
 
 # Each camera's views in turn (the last lasts to the end). Sizes are for 640x480 (head) and
 # 1280x720 (wrist) and scale with the frame: too small to read in the whole frame at the demo
-# model's 160 px input, readable in a crop.
+# model's 192 px input, readable in a crop.
 HEAD_VIEWS = (
     View(0.75, 0.5, 'card', 101, TargetKind.CARD, 22),
     View(1.25, 1.0, 'cube', 102, TargetKind.CUBE, 12),
