@@ -217,9 +217,7 @@ def test_a_question_over_its_camera_limit_is_busy_naming_the_limit():
     image = rgb_image(np.zeros((4, 6, 3), np.uint8))
     sent = [ask(bench, job_id=f'i{i}', image=image) for i in range(2)]
     assert [job.done for job in sent] == [False, True]
-    assert (
-        '1 questions about images sent with requests are already waiting' in sent[1].answer.error
-    )
+    assert '1 question about images sent with requests is already waiting' in sent[1].answer.error
 
 
 def test_timeouts_while_queued_and_while_worked_answer_once(bench):

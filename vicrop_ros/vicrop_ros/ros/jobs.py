@@ -158,12 +158,12 @@ class JobQueue:
             if self._closed:
                 return 'the node is shutting down'
             if self._count >= self.capacity:
-                return f'{self.capacity} questions are already waiting (max_pending); retry'
+                return f'{_questions_are(self.capacity)} already waiting (max_pending); retry'
             lane = self._lanes.get(job.source)
             if lane is not None and len(lane) >= self.lane_capacity:
                 about = ('images sent with requests' if job.image is not None
                          else f'the {job.source} camera')  # fmt: skip
-                return (f'{self.lane_capacity} questions about {about} are already waiting '
+                return (f'{_questions_are(self.lane_capacity, about)} already waiting '
                         '(max_pending_per_camera); retry')  # fmt: skip
             if lane is None:
                 lane = self._lanes[job.source] = deque()
@@ -242,3 +242,9 @@ class JobQueue:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+
+
+def _questions_are(count: int, about: str = '') -> str:
+    """Return '1 question is' or 'N questions are', with ``about`` after the noun when given."""
+    noun, verb = ('question', 'is') if count == 1 else ('questions', 'are')
+    return f'{count} {noun} {f"about {about} " if about else ""}{verb}'
