@@ -7,7 +7,13 @@ import pytest
 
 from vicrop_ros.core.box import Box
 from vicrop_ros.core.config import DEFAULT_SCALES
-from vicrop_ros.evaluation.evaluate import Record, oracle_box, size_bucket, summarize
+from vicrop_ros.evaluation.evaluate import (
+    Record,
+    format_summary,
+    oracle_box,
+    size_bucket,
+    summarize,
+)
 
 
 @pytest.mark.parametrize(
@@ -19,9 +25,9 @@ def test_targets_fall_into_size_buckets_by_their_longest_side(size, bucket):
     assert size_bucket(size, (16, 32, 64)) == bucket
 
 
-def record(question_id, condition, accuracy, seen, latency=10.0):
+def record(question_id, condition, accuracy, seen, latency=10.0, kind='card'):
     """Return a Record with only the fields the summary reads set (``seen``: seen_px)."""
-    return Record(question_id, condition, 'x', accuracy, latency, 4 * seen, 'card', None,
+    return Record(question_id, condition, 'x', accuracy, latency, 4 * seen, kind, None,
                   seen_px=seen)  # fmt: skip
 
 
@@ -29,7 +35,7 @@ def test_the_summary_gives_accuracy_per_condition_and_size_bucket():
     records = [
         record('a', 'none', 0.0, 10), record('a', 'rel_att', 1.0, 10, 30.0),
         record('b', 'none', 0.0, 12), record('b', 'rel_att', 0.3, 12, 50.0),
-        record('c', 'none', 1.0, 80), record('c', 'rel_att', 1.0, 80, 40.0),
+        record('c', 'none', 1.0, 80, kind='cube'), record('c', 'rel_att', 1.0, 80, 40.0, 'cube'),
     ]  # fmt: skip
     summary = summarize(records, (16, 64))
     assert summary['questions'] == 3
@@ -39,6 +45,8 @@ def test_the_summary_gives_accuracy_per_condition_and_size_bucket():
     assert rel_att['accuracy_by_size'] == {'<16': 65.0, '>=64': 100.0}
     assert rel_att['count_by_size'] == {'<16': 2, '>=64': 1}
     assert rel_att['median_latency_ms'] == 40.0
+    assert rel_att['accuracy_by_kind'] == {'card': 65.0, 'cube': 100.0}
+    assert 'rel_att  by kind: card 65.0, cube 100.0' in format_summary(summary)
 
 
 @pytest.mark.parametrize(

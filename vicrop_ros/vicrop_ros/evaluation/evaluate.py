@@ -186,9 +186,9 @@ def summarize(records: Sequence[Record], edges: Sequence[int] = DEFAULT_BUCKET_E
     """
     Return the figures of ``records``: per condition, accuracy and latency.
 
-    Per condition: the accuracy in %, overall and by size bucket (the target's size as the model
-    sees it, ``Record.seen_px``; with each bucket's count), and the median latency in ms; and
-    the number of questions.
+    Per condition: the accuracy in %, overall, by size bucket (the target's size as the model
+    sees it, ``Record.seen_px``; with each bucket's count) and, where records name the target's
+    kind (synthetic sets), by kind; and the median latency in ms; and the number of questions.
     """
     conditions = list(dict.fromkeys(r.condition for r in records))
     summary = {'questions': len({r.question_id for r in records}), 'conditions': {}}
@@ -203,6 +203,14 @@ def summarize(records: Sequence[Record], edges: Sequence[int] = DEFAULT_BUCKET_E
             'count_by_size': {name: len(values) for name, values in buckets.items()},
             'median_latency_ms': round(statistics.median(r.latency_ms for r in rows), 1),
         }
+        kinds: dict[str, list[float]] = {}
+        for row in rows:
+            if row.kind is not None:
+                kinds.setdefault(row.kind, []).append(row.accuracy)
+        if kinds:
+            summary['conditions'][condition]['accuracy_by_kind'] = {
+                kind: _percent(values) for kind, values in sorted(kinds.items())
+            }
     attention = attention_summary(records)
     if attention:
         summary['attention_ratio_by_layer'] = attention
@@ -260,4 +268,8 @@ def format_summary(summary: dict) -> str:
                      f'{figures["median_latency_ms"]:.0f}'])  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ['  '.join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    for name, figures in conditions.items():
+        if 'accuracy_by_kind' in figures:
+            kinds = ', '.join(f'{k} {v:.1f}' for k, v in figures['accuracy_by_kind'].items())
+            lines.append(f'{name.rjust(widths[0])}  by kind: {kinds}')
     return '\n'.join(lines) + f'\nquestions: {summary["questions"]} (VQA accuracy, %)'
