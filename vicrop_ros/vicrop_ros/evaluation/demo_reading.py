@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..core.box import Box
+from ..core.config import VicropConfig
 from ..core.geometry import Extent, crop, tile_boxes
 from .scenes import ANSWERS, FRAME_SIZES, Scene, TargetKind, render_scene, window_box
 
@@ -33,7 +34,7 @@ READING_SIZES_PX = (10, 150)  # targets' longest side, frame pixels (log-uniform
 # How often each view is drawn: the frame, a tile of it (a frame wider than TILE_THRESHOLD is
 # mapped per tile), a ViCrop window of 1 to 2 input sides holding the target, a close-up.
 READING_VIEWS = {'frame': 0.3, 'tile': 0.2, 'window': 0.3, 'close_up': 0.2}
-TILE_THRESHOLD = 1024  # the engine's default tile_threshold
+TILE_THRESHOLD = VicropConfig().tile_threshold  # the engine's default
 TARGET_SHARE = 0.25  # a patch is the target's when they overlap by this share of the smaller
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from ..core.box import Box
 from ..core.box_search import choose_box
 from ..core.config import Method, VicropConfig
-from ..core.geometry import crop
+from ..core.geometry import crop, image_size
 from ..core.pipeline import Vicrop, VisionLanguageModel
 from .attention_ratio import attention_ratio
 from .question_set import EvalQuestion
@@ -153,10 +153,9 @@ def _answer(vicrop: Vicrop, question: EvalQuestion, image: np.ndarray, condition
         result = vicrop(image, question.question, method=Method(condition))
         prediction, box = result.answer, result.box
     latency = (time.perf_counter() - start) * 1000
-    height, width = image.shape[:2]
     seen = None
     if question.size_px is not None:
-        seen = round(question.size_px * vicrop.base_size() / max(width, height), 2)
+        seen = round(question.size_px * vicrop.base_size() / max(image_size(image)), 2)
     return Record(
         question_id=question.question_id,
         condition=condition,

@@ -44,8 +44,10 @@ from .load_test import (
     tear_down,
     use_dds_profile,
 )  # fmt: skip
+from .params import SPEC_BY_NAME
 
 NODE = 'vicrop_fleet'
+NODE_MAX_BATCH = SPEC_BY_NAME['max_batch'].default  # the node's own default
 CAMERA_KINDS = ('head', 'wrist')
 
 
@@ -55,7 +57,7 @@ def camera_names(robots: int) -> list[tuple[str, str]]:
             for robot in range(1, robots + 1) for kind in CAMERA_KINDS]  # fmt: skip
 
 
-def fleet_parameters(robots: int, max_pending: int, max_batch: int = 4) -> str:
+def fleet_parameters(robots: int, max_pending: int, max_batch: int = NODE_MAX_BATCH) -> str:
     """
     Return the node's params file (YAML text) for ``robots`` robots.
 
@@ -225,7 +227,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fleet.add_argument('--camera-size', default='640x480', help='every camera WIDTHxHEIGHT')
     fleet.add_argument('--burst', type=int, default=1,
                        help='questions a planner asks at once about one camera')  # fmt: skip
-    fleet.add_argument('--max-batch', type=int, default=4,
+    fleet.add_argument('--max-batch', type=int, default=NODE_MAX_BATCH,
                        help="the node's max_batch (1: no batching)")  # fmt: skip
 
 
